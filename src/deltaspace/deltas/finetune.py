@@ -1,0 +1,30 @@
+"""Full fine-tuning as a delta method: θ is every weight of the backbone (θ starts at θ0).
+
+It gives fine-tuning the same flat-vector interface as the delta methods, which is what the
+Fastfood extension (unified-dt §2.6) decodes into.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+import torch
+
+from ..backbones import Backbone
+from .base import DeltaMethod
+
+
+class FineTune(DeltaMethod):
+    name = "finetune"
+    defaults = {}
+
+    def install(self, backbone: Backbone) -> list[nn.Parameter]:
+        params = list(backbone.model.parameters())  # de-duplicated: tied weights appear once
+        # A copy: evaluation loads θ into these same tensors, and init must still return θ0.
+        self._pretrained = {id(p): p.detach().clone() for p in params}
+        return params
+
+    def init_tensor(self, name, param, generator):
+        if param.device.type == "meta":
+            return torch.zeros(param.shape)
+        return self._pretrained[id(param)].cpu().float()

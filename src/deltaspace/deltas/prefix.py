@@ -1,0 +1,132 @@
+"""Prefix tuning (Li & Liang 2021) with its MLP re-parameterization, as unified-dt uses it.
+
+Per stack (encoder self-attention, and decoder self-attention on seq2seq backbones; never
+cross-attention) a table P' of m rows goes through Linear(d→d_P)-tanh-Linear(d_P→layers·2·d),
+no biases, giving every layer m extra keys and values. On T5-base with m=120, d_P=24 that is
+2 · (120·768 + 768·24 + 24·18432) = 1,105,920 (unified-dt notes §1.2, §6.1). peft's prefix
+tuning adds no encoder prefix, has MLP biases and cannot give back this flat vector.
+
+Mechanics: a pre-hook on each self-attention module hands it a stand-in KV cache that puts
+the layer's prefix rows in front of its keys and values (wrapping the real cache while
+decoding), and widens the attention mask with m always-visible columns. On T5 the prefix slots
+take positions 0..m-1 and real tokens m..m+n-1 for the relative position bias, as the
+reference implementation does (anchors §1.1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..backbones import Backbone
+from .base import DeltaMethod, DeltaOptionError, kaiming_uniform, normal_
+from .targets import TARGETS, matching_modules
+
+
+class PrefixStack(nn.Module):
+    """The prefix table and its MLP for one stack of ``layers`` self-attention modules."""
+
+    def __init__(self, m: int, d: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.m, self.d, self.layers = m, d, layers
+        self.table = nn.Parameter(torch.zeros(m, d), requires_grad=False)
+        self.down = nn.Linear(d, hidden, bias=False)
+        self.up = nn.Linear(hidden, layers * 2 * d, bias=False)
+        self._memo: tuple | None = None
+
+    def key_values(self) -> torch.Tensor:
+        """(layers, 2, m, d); computed once per set of weights, reused by every layer."""
+        weights = (self.table, self.down.weight, self.up.weight)
+        stamp = tuple((id(w), w._version) for w in weights)
+        if self._memo is None or self._memo[0] != stamp or torch.is_grad_enabled() != self._memo[2]:
+            out = self.up(torch.tanh(self.down(self.table)))
+            out = out.view(self.m, self.layers, 2, self.d).permute(1, 2, 0, 3)
+            self._memo = (stamp, out, torch.is_grad_enabled(), weights)
+        return self._memo[1]
+
+
+def _widen_mask(mask: torch.Tensor | None, m: int) -> torch.Tensor | None:
+    """Add m visible key columns in front of a 4-D attention mask (additive float or boolean)."""
+    if mask is None:
+        return None
+    fill = True if mask.dtype == torch.bool else 0.0
+    pad = torch.full((*mask.shape[:-1], m), fill, dtype=mask.dtype, device=mask.device)
+    return torch.cat([pad, mask], dim=-1)
+
+
+class _PrefixedCache:
+    """Stands in for the KV cache of one self-attention call: every update returns the layer's
+    prefix rows in front of the (cached, if a real cache is wrapped) keys and values.
+
+    Reporting m already-seen tokens is what gives T5's relative-position bias the reference
+    semantics: queries sit at positions m.., prefix keys at 0..m-1.
+    """
+
+    def __init__(self, rows: torch.Tensor, heads: int, inner) -> None:
+        self.rows, self.heads, self.inner = rows, heads, inner  # rows: (2, m, d)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.rows.shape[1] + (self.inner.get_seq_length(layer_idx) if self.inner is not None else 0)
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self.inner is not None:
+            keys, values = self.inner.update(keys, values, layer_idx, *args, **kwargs)
+        batch, m = keys.shape[0], self.rows.shape[1]
+        rows = self.rows.to(keys.dtype).view(2, m, self.heads, -1).transpose(1, 2)  # (2, heads, m, d_head)
+        return (torch.cat([rows[0].expand(batch, -1, -1, -1), keys], dim=2),
+                torch.cat([rows[1].expand(batch, -1, -1, -1), values], dim=2))
+
+
+class _AttentionPrefix:
+    """A pre-hook that gives one self-attention module its layer's prefix keys and values."""
+
+    def __init__(self, stack: PrefixStack, layer: int, attention: nn.Module, heads: int) -> None:
+        self.stack, self.layer, self.heads = stack, layer, heads
+        attention.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
+        inner = kwargs.get("past_key_values")
+        if inner is not None and hasattr(inner, "self_attention_cache"):
+            inner = inner.self_attention_cache
+        kwargs["past_key_values"] = _PrefixedCache(self.stack.key_values()[self.layer], self.heads, inner)
+        for key in ("mask", "attention_mask"):
+            if key in kwargs:
+                kwargs[key] = _widen_mask(kwargs[key], self.stack.m)
+        return args, kwargs
+
+
+class Prefix(DeltaMethod):
+    name = "prefix"
+    defaults = {"m": 120, "hidden": 24}
+    families = ("t5", "bart", "bert", "roberta")
+
+    def install(self, backbone: Backbone) -> list[nn.Parameter]:
+        if backbone.family not in self.families:
+            raise DeltaOptionError(f"prefix tuning is not implemented for the {backbone.family} family "
+                                   f"(disentangled relative positions); supported: {', '.join(self.families)}")
+        model = backbone.model
+        attentions = matching_modules(model, TARGETS[backbone.family].self_attention)
+        stacks: dict[str, list[nn.Module]] = {}
+        for name, module in attentions:
+            stack_name = "decoder" if ".decoder." in f".{name}" else "encoder"
+            stacks.setdefault(stack_name, []).append(module)
+        d = backbone.hidden_size
+        config = backbone.config
+        heads = getattr(config, "num_heads", None) or getattr(config, "encoder_attention_heads", None) \
+            or config.num_attention_heads
+        device = next(model.parameters()).device
+        params = []
+        for stack_name, modules in sorted(stacks.items()):
+            with torch.device(device):
+                stack = PrefixStack(self.options["m"], d, self.options["hidden"], len(modules))
+            stack.requires_grad_(False)
+            model.add_module(f"deltaspace_prefix_{stack_name}", stack)
+            for layer, attention in enumerate(modules):
+                _AttentionPrefix(stack, layer, attention, heads)
+            params += [stack.table, stack.down.weight, stack.up.weight]
+        return params
+
+    def init_tensor(self, name, param, generator):
+        if name.endswith(".table"):
+            return normal_(param.shape, 1.0, generator)  # nn.Embedding's N(0, 1), as Li & Liang's table
+        return kaiming_uniform(param.shape, generator)

@@ -1,0 +1,74 @@
+"""Task heads: the loss and the predictions of a delta-adapted backbone on a batch.
+
+``Seq2SeqHead`` is the papers' text-to-text setting: token-averaged LM loss on the target, and
+greedy decoding for evaluation. ``LabelHead`` is the parameter-free classifier for encoders:
+the input and every label's verbalizer text are encoded by the same (delta-adapted) encoder,
+mean-pooled and L2-normalized; logits are cosine similarities over a temperature. No parameter
+exists outside θ, so tasks with any label set share one θ space.
+
+Batches come from :mod:`deltaspace.train.batching`: ``input_ids``, ``attention_mask``, and
+``labels`` (target ids, -100 on padding) for seq2seq or ``label`` (class index) for encoders.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import ENCODER, Backbone
+from .deltas import Delta
+
+
+class Seq2SeqHead:
+    def __init__(self, backbone: Backbone, delta: Delta, max_new_tokens: int = 64) -> None:
+        self.backbone, self.delta, self.max_new_tokens = backbone, delta, max_new_tokens
+
+    def _inputs(self, batch: dict) -> dict:
+        return self.delta.prepare_inputs({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.backbone.model(**self._inputs(batch), labels=batch["labels"]).loss
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[str]:
+        model = self.backbone.model
+        out = model.generate(**self._inputs(batch), max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                             use_cache=self.delta.method.supports_kv_cache)
+        return [t.strip() for t in self.backbone.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+class LabelHead:
+    def __init__(self, backbone: Backbone, delta: Delta, verbalizers: list[str], temperature: float = 0.05) -> None:
+        if not verbalizers:
+            raise ValueError(f"backbone {backbone.name!r} is an encoder: it can only run classification tasks "
+                             "(tasks with verbalizers); use a seq2seq backbone (T5, BART) for generation tasks")
+        self.backbone, self.delta, self.verbalizers, self.temperature = backbone, delta, verbalizers, temperature
+        enc = backbone.tokenizer(verbalizers, padding=True, return_tensors="pt")
+        self._verbalizer_batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
+        hidden = self.backbone.model(**inputs).last_hidden_state[:, -input_ids.shape[1]:]  # drop soft-prompt slots
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        device = batch["input_ids"].device
+        labels = self._embed(*(self._verbalizer_batch[k].to(device) for k in ("input_ids", "attention_mask")))
+        inputs = self._embed(batch["input_ids"], batch["attention_mask"])
+        return inputs @ labels.T / self.temperature
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(batch), batch["label"])
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[str]:
+        return [self.verbalizers[i] for i in self.logits(batch).argmax(-1).tolist()]
+
+
+def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = None, **kwargs):
+    """The head for the backbone's kind; encoders need the task's verbalizers."""
+    if backbone.kind == ENCODER:
+        return LabelHead(backbone, delta, verbalizers or [], **kwargs)
+    return Seq2SeqHead(backbone, delta, **kwargs)
