@@ -1,0 +1,1 @@
+"""Training: one loop that trains any parameterization of θ (see :mod:`.loop`)."""

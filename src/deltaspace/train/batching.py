@@ -1,0 +1,111 @@
+"""Prepared task data → padded batches, in a seeded order that can resume mid-epoch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class TaskData:
+    """One prepared task folder (see docs/contracts.md): manifest plus its three splits."""
+
+    path: Path
+    manifest: dict
+    splits: dict[str, pd.DataFrame]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def verbalizers(self) -> list[str] | None:
+        return self.manifest.get("verbalizers") or None
+
+    @property
+    def metric(self) -> str:
+        return self.manifest["metric"]
+
+
+def load_task_data(path: str | Path) -> TaskData:
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{path}: not a prepared task folder (no manifest.json); run `deltaspace prepare`")
+    manifest = json.loads(manifest_path.read_text())
+    splits = {s: pd.read_parquet(path / f"{s}.parquet") for s in SPLITS}
+    for split, df in splits.items():
+        if df.empty:
+            raise ValueError(f"{path / f'{split}.parquet'}: the {split} split of task {manifest['task']!r} is empty")
+    return TaskData(path, manifest, splits)
+
+
+def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest row of the batch (dynamic padding); targets pad with -100."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+        mask[i, :n] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if kind == "seq2seq":
+        twidth = max(len(r["target_ids"]) for r in rows)
+        labels = torch.full((len(rows), twidth), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, :len(r["target_ids"])] = torch.as_tensor(r["target_ids"], dtype=torch.long)
+        batch["labels"] = labels
+    else:
+        batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
+    if task_index is not None:
+        batch["task_index"] = torch.full((len(rows),), task_index, dtype=torch.long)
+    return batch
+
+
+class BatchStream:
+    """Endless shuffled batches over one split; its position is part of a checkpoint.
+
+    Each epoch's order is a permutation drawn from ``seed`` and the epoch number alone, so a
+    resumed stream continues exactly where the interrupted one stopped.
+    """
+
+    def __init__(self, rows: list[dict], batch_size: int, seed: int, pad_id: int, kind: str) -> None:
+        if not rows:
+            raise ValueError("cannot train on an empty split")
+        self.rows, self.batch_size, self.seed, self.pad_id, self.kind = rows, batch_size, seed, pad_id, kind
+        self.epoch, self.position = 0, 0
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(len(self.rows), generator=g).tolist()
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        order = self._order()
+        if self.position >= len(order):
+            self.epoch, self.position = self.epoch + 1, 0
+            order = self._order()
+        picked = order[self.position:self.position + self.batch_size]
+        self.position += len(picked)
+        return collate([self.rows[i] for i in picked], self.pad_id, self.kind)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def split_rows(data: TaskData, split: str) -> list[dict]:
+    return data.splits[split].to_dict("records")
+
+
+def eval_batches(rows: list[dict], batch_size: int, pad_id: int, kind: str):
+    for start in range(0, len(rows), batch_size):
+        yield collate(rows[start:start + batch_size], pad_id, kind)

@@ -1,0 +1,210 @@
+"""The training loop every stage shares: optimize an objective's parameters, evaluate on dev
+every N steps, keep the best-on-dev snapshot, checkpoint, and resume after preemption.
+
+An *objective* owns the trainable parameters (θ itself in stage 0; projectors or intrinsic
+vectors in later stages) and knows its loss on a batch, its dev score and what to keep from
+the best step. The loop knows nothing about methods or stages.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ..io import atomic_write
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    lr: float = 5e-4
+    batch_size: int = 16
+    optimizer: str = "adafactor"  # "adafactor" (constant lr, as unified-dt) | "adamw"
+    schedule: str = "constant"  # "constant" | "linear" (decay to 0 after warmup)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0  # 0: no clipping
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adafactor", "adamw"):
+            raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "linear"):
+            raise ValueError(f"schedule must be 'constant' or 'linear', got {self.schedule!r}")
+        for key in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+
+
+class Objective(Protocol):
+    def param_groups(self, lr: float) -> list[dict]: ...
+    def loss(self, batch: dict) -> torch.Tensor: ...
+    def evaluate(self) -> float: ...
+    def snapshot(self) -> dict[str, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Preempted(RuntimeError):
+    """Raised after a stop request (SIGTERM/SIGINT) once the checkpoint is safely written."""
+
+
+@dataclass
+class LoopOutcome:
+    best_step: int
+    best_dev: float
+    best_snapshot: dict[str, torch.Tensor]
+    curve: list[dict] = field(default_factory=list)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast():
+    """bf16 autocast on a GPU; full precision on the CPU."""
+    if torch.cuda.is_available():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_optimizer(groups: list[dict], cfg: LoopConfig):
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        optimizer = Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                              weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "linear":
+            return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class StopFlag:
+    """Turns SIGTERM/SIGINT (what Slurm sends at a time limit) into a request to checkpoint and stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def installed(self):
+        def handler(signum, _frame):
+            self.requested = True
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path, *, tokens_per_batch=None,
+             progress: bool = True, stop_after: int | None = None, desc: str = "train") -> LoopOutcome:
+    """Train ``objective`` for ``cfg.steps`` steps, resuming from ``workdir/checkpoint.pt`` if present.
+
+    ``stop_after`` simulates a preemption signal after that step (tests and drills use it).
+    """
+    workdir = Path(workdir)
+    ckpt_path = workdir / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    groups = objective.param_groups(cfg.lr)
+    optimizer, scheduler = make_optimizer(groups, cfg)
+    params = [p for g in groups for p in g["params"]]
+    step, best_step, best_dev, best_snapshot, curve = 0, -1, -math.inf, {}, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["config"] != asdict(cfg):
+            raise RuntimeError(f"{ckpt_path} was written with a different configuration; delete it to start over")
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stream.load_state_dict(state["stream"])
+        _set_rng_state(state["rng"])
+        step, best_step, best_dev = state["step"], state["best_step"], state["best_dev"]
+        best_snapshot, curve = state["best_snapshot"], state["curve"]
+        window = state["window"]
+    else:
+        window = {"loss": 0.0, "tokens": 0}
+
+    def save_checkpoint() -> None:
+        state = {"config": asdict(cfg), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "stream": stream.state_dict(), "rng": _rng_state(),
+                 "step": step, "best_step": best_step, "best_dev": best_dev, "best_snapshot": best_snapshot,
+                 "curve": curve, "window": window}
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+
+    stop = StopFlag()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    window_start = time.perf_counter()
+    with stop.installed():
+        while step < cfg.steps:
+            batch = {k: v.to(device()) for k, v in next(stream).items()}
+            with autocast():
+                loss = objective.loss(batch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; the last good checkpoint "
+                                       f"(step {step - step % cfg.checkpoint_every}) is kept in {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window["loss"] += loss.item()
+            window["tokens"] += int(tokens_per_batch(batch)) if tokens_per_batch else 0
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - window_start
+                dev = objective.evaluate()
+                n = cfg.eval_every if step % cfg.eval_every == 0 else step % cfg.eval_every
+                curve.append({"step": step, "loss": window["loss"] / n, "dev_metric": dev,
+                              "tokens_per_second": window["tokens"] / elapsed if elapsed > 0 else 0.0,
+                              "wall_seconds": elapsed})
+                if dev > best_dev:
+                    best_step, best_dev, best_snapshot = step, dev, objective.snapshot()
+                bar.set_postfix(loss=f"{window['loss'] / n:.4f}", dev=f"{dev:.2f}", best=f"{best_dev:.2f}")
+                window, window_start = {"loss": 0.0, "tokens": 0}, time.perf_counter()
+            preempt = stop.requested or (stop_after is not None and step >= stop_after)
+            if step % cfg.checkpoint_every == 0 or preempt:
+                save_checkpoint()
+            if preempt and step < cfg.steps:
+                bar.close()
+                raise Preempted(f"stopped at step {step}; checkpoint in {ckpt_path}; rerun the same command to resume")
+    bar.close()
+    return LoopOutcome(best_step, best_dev, best_snapshot, curve)
