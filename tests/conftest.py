@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -30,3 +34,30 @@ def toy_batch(backbone):
 @pytest.fixture
 def tiny_options():
     return TINY_OPTIONS
+
+
+WORDS = {"positive": ["great", "lovely", "superb", "fine", "good"], "negative": ["awful", "bad", "dull", "poor", "ugly"]}
+
+
+def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "toy-sentiment", shift: int = 0) -> Path:
+    """A prepared toy sentiment task in the documented folder format (docs/contracts.md)."""
+    from deltaspace.backbones import load_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(backbone)
+    seq2seq = backbone != "tiny-bert"
+    verbalizers = ["negative", "positive"]
+    for split, n in (("train", n_train), ("dev", 8), ("test", 8)):
+        rows = []
+        for i in range(n):
+            label = i % 2
+            word = WORDS[verbalizers[label]][(i // 2 + shift) % 5]
+            text = f"the film was {word}"
+            rows.append({"idx": i, "input": text, "target": verbalizers[label], "references": [verbalizers[label]],
+                         "label": label, "input_ids": tok(text)["input_ids"],
+                         "target_ids": tok(verbalizers[label])["input_ids"] if seq2seq else []})
+        pd.DataFrame(rows).to_parquet(folder / f"{split}.parquet", index=False)
+    manifest = {"task": task, "category": "sentiment", "metric": "accuracy", "kind": "classification",
+                "verbalizers": verbalizers, "backbone": backbone, "content_sha256": "toy"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder

@@ -12,33 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from deltaspace.backbones import load_tokenizer
+from conftest import write_prepared
+
 from deltaspace.cli import main
 from deltaspace.train.loop import LoopConfig, TrainingDiverged, run_loop
-
-WORDS = {"positive": ["great", "lovely", "superb", "fine", "good"], "negative": ["awful", "bad", "dull", "poor", "ugly"]}
-
-
-def write_prepared(folder: Path, backbone: str, n_train: int = 16) -> Path:
-    """A prepared toy sentiment task in the documented folder format (docs/contracts.md)."""
-    tok = load_tokenizer(backbone)
-    seq2seq = backbone != "tiny-bert"
-    verbalizers = ["negative", "positive"]
-    for split, n in (("train", n_train), ("dev", 8), ("test", 8)):
-        rows = []
-        for i in range(n):
-            label = i % 2
-            word = WORDS[verbalizers[label]][(i // 2) % 5]
-            text = f"the film was {word}"
-            rows.append({"idx": i, "input": text, "target": verbalizers[label], "references": [verbalizers[label]],
-                         "label": label, "input_ids": tok(text)["input_ids"],
-                         "target_ids": tok(verbalizers[label])["input_ids"] if seq2seq else []})
-        pd.DataFrame(rows).to_parquet(folder / f"{split}.parquet", index=False)
-    manifest = {"task": "toy-sentiment", "category": "sentiment", "metric": "accuracy", "kind": "classification",
-                "verbalizers": verbalizers, "backbone": backbone, "content_sha256": "toy"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
-
 
 def train_args(data, out, backbone="tiny-bert", method="lora", steps=12, extra=()):
     return ["train", "--data", str(data), "--method", method, "--backbone", backbone, "--lr", "0.05",

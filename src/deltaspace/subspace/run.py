@@ -1,0 +1,161 @@
+"""The subspace commands end to end: load inputs, run the loop, write vectors and result rows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..io import write_parquet
+from ..provenance import provenance
+from ..train.batching import BatchStream, load_task_data, split_rows
+from ..train.loop import LoopConfig, run_loop
+from ..train.stage0 import check_backbone_matches, load_theta
+from .runtime import best_stage0, build_runtimes, task_streams
+from .stages import FitObjective, IntrinsicObjective
+from .store import load_subspace, save_subspace, save_vectors
+
+
+def _row(base: dict, config: dict, started: float, **values) -> dict:
+    return {**base, **values, **provenance(config, time.perf_counter() - started)}
+
+
+def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str, dict], y: int,
+                 train_data: list[str], stage0: list[str], cfg: LoopConfig, out: str | Path, *,
+                 recon_weight: float, lr_vector: float | None, experiment: str, setting: str,
+                 eval_batch_size: int = 32, progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
+    """Stage 1: fit the subspace on the training tasks and save each method's decoder."""
+    started, out = time.perf_counter(), Path(out)
+    tasks = [load_task_data(p) for p in train_data]
+    for t in tasks:
+        check_backbone_matches(t, backbone)
+    thetas = None
+    if mode in ("joint", "msf"):
+        solutions = best_stage0(stage0)
+        missing = [(t.name, m) for t in tasks for m in methods if (t.name, m) not in solutions]
+        if missing:
+            raise ValueError(f"fit-subspace --mode {mode} needs a stage-0 solution for every training task and "
+                             f"method; missing: {missing}")
+        for m in methods:  # the subspace's methods use the options their θ were trained with
+            options[m] = {**solutions[tasks[0].name, m].options, **options[m]}
+        thetas = {m: torch.stack([load_theta(solutions[t.name, m].path)[0] for t in tasks]) for m in methods}
+    runtimes = build_runtimes(backbone, methods, options, cfg.seed)
+    objective = FitObjective(mode, runtimes, tasks, thetas, y, cfg.seed, recon_weight, lr_vector, eval_batch_size)
+    stream = task_streams(tasks, cfg.batch_size, cfg.seed, next(iter(runtimes.values())).backbone)
+    outcome = run_loop(objective, stream, cfg, out, progress=progress, stop_after=stop_after, desc=f"fit {mode}")
+    objective.module.load_state_dict(outcome.best_snapshot)
+    config = {"mode": mode, "backbone": backbone, "methods": methods, "options": {m: r.delta.options for m, r in
+              runtimes.items()}, "y": y, "tasks": [t.name for t in tasks], "loop": asdict(cfg),
+              "recon_weight": recon_weight, "lr_vector": lr_vector}
+    save_subspace(out, objective.decoders(), {**config, "best_step": outcome.best_step})
+    write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
+    base = {"experiment": experiment, "stage": "fit", "setting": setting, "backbone": backbone, "seed": cfg.seed,
+            "lr": cfg.lr, "steps": cfg.steps, "best_step": outcome.best_step, "d_intrinsic": y}
+    rows = [_row(base, config, started, task=task, method=m, source_method=m, target_method=m, dev_metric=dev,
+                 test_metric=float("nan"), metric=next(t.metric for t in tasks if t.name == task),
+                 size=runtimes[m].delta.size)
+            for (task, m), dev in objective.scores().items()]
+    result = pd.DataFrame(rows)
+    write_parquet(result, out / "result.parquet")
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return result
+
+
+def optimize_subspace(subspace: str | Path, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
+                      experiment: str, setting: str, eval_batch_size: int = 32, progress: bool = True,
+                      stop_after: int | None = None) -> pd.DataFrame:
+    """Stages 2 and 3: train an intrinsic vector for ``method``; report it decoded by every method."""
+    started, out = time.perf_counter(), Path(out)
+    decoders, meta = load_subspace(subspace)
+    if method not in decoders:
+        raise ValueError(f"{subspace}: the subspace has no method {method!r}; it has {', '.join(decoders)}")
+    task = load_task_data(data_dir)
+    check_backbone_matches(task, meta["backbone"])
+    runtimes = build_runtimes(meta["backbone"], list(decoders), meta["options"], cfg.seed)
+    objective = IntrinsicObjective(method, decoders, runtimes, task, meta["y"], cfg.seed, eval_batch_size)
+    bb = runtimes[method].backbone
+    stream = BatchStream(split_rows(task, "train"), cfg.batch_size, cfg.seed, bb.tokenizer.pad_token_id, bb.kind)
+    outcome = run_loop(objective, stream, cfg, out, progress=progress, stop_after=stop_after,
+                       desc=f"{task.name}/{method}")
+    write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
+    config = {"subspace": meta, "method": method, "task": task.name, "loop": asdict(cfg),
+              "data_sha256": task.manifest.get("content_sha256")}
+    rows, vectors = [], {}
+    for target, (dev, step, vector) in objective.best.items():
+        vectors[target] = vector
+        rows.append(_row({"experiment": experiment, "setting": setting, "backbone": meta["backbone"],
+                          "seed": cfg.seed, "lr": cfg.lr, "steps": cfg.steps, "d_intrinsic": meta["y"]},
+                         config, started, stage="optimize" if target == method else "transfer", task=task.name,
+                         method=method, source_method=method, target_method=target, best_step=step,
+                         dev_metric=dev, test_metric=objective.score(target, vector, "test"), metric=task.metric,
+                         size=meta["y"]))
+    save_vectors(out, vectors)
+    result = pd.DataFrame(rows)
+    write_parquet(result, out / "result.parquet")
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return result
+
+
+def best_intrinsic(folders: list[str | Path]) -> dict[str, tuple[torch.Tensor, float]]:
+    """Per source method, the intrinsic vector of the optimize run best on its own dev."""
+    from safetensors.torch import load_file
+
+    best: dict[str, tuple[torch.Tensor, float]] = {}
+    for folder in sorted(Path(f) for f in folders):
+        result = pd.read_parquet(folder / "result.parquet")
+        own = result[result.stage == "optimize"].iloc[0]
+        if own.method not in best or own.dev_metric > best[own.method][1]:
+            best[own.method] = (load_file(str(folder / "intrinsic.safetensors"))[own.method], float(own.dev_metric))
+    return best
+
+
+def landscape(subspace: str | Path, intrinsic: list[str], data_dir: str | Path, out: str | Path, *, lo: float,
+              hi: float, step: float, split: str, max_examples: int | None, stage0: list[str], experiment: str,
+              setting: str, seed: int = 42, eval_batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+    """The performance landscape around the three methods' subspace solutions (unified-dt §2.7)."""
+    from tqdm.auto import tqdm
+
+    from .landscape import grid, grid_points, landscape_axes, plot_landscape, relative_landscape
+
+    started, out = time.perf_counter(), Path(out)
+    decoders, meta = load_subspace(subspace)
+    solutions = best_intrinsic(intrinsic)
+    needed = ("adapter", "prefix", "lora")
+    missing = [m for m in needed if m not in solutions or m not in decoders]
+    if missing:
+        raise ValueError(f"the landscape needs subspace solutions of adapter, prefix and lora; missing: {missing}")
+    task = load_task_data(data_dir)
+    rows = split_rows(task, split)[:max_examples]
+    runtimes = build_runtimes(meta["backbone"], list(needed), meta["options"], seed)
+    origin, u, v, coords = landscape_axes(*(solutions[m][0] for m in needed))
+    alphas, betas = grid(lo, hi, step), grid(lo, hi, step)
+    points = grid_points(origin, u, v, alphas, betas).float()
+    scores = []
+    heads = {m: rt.head(task) for m, rt in runtimes.items()}
+    total = len(alphas) * len(betas) * len(needed)
+    with torch.no_grad(), tqdm(total=total, desc=f"landscape {task.name}", disable=not progress) as bar:
+        for i, a in enumerate(alphas.tolist()):
+            for j, b in enumerate(betas.tolist()):
+                for m in needed:
+                    theta = decoders[m](points[i, j])
+                    scores.append({"alpha": a, "beta": b, "method": m,
+                                   "score": runtimes[m].score(theta, heads[m], rows, task.metric, eval_batch_size)})
+                    bar.update(1)
+    scores = pd.DataFrame(scores)
+    originals = best_stage0(stage0) if stage0 else {}
+    e_ori = [originals[task.name, m].test_metric for m in needed if (task.name, m) in originals]
+    e_pet = sum(e_ori) / len(e_ori) if len(e_ori) == len(needed) else float(scores.score.mean())
+    relative = relative_landscape(scores, e_pet) if e_pet > 0 else scores.groupby(
+        ["alpha", "beta"], as_index=False).score.mean().rename(columns={"score": "relative"})
+    plot_landscape(relative, coords, out / "landscape.png", title=f"{task.name} ({setting})")
+    config = {"subspace": meta, "task": task.name, "grid": [lo, hi, step], "split": split,
+              "max_examples": max_examples}
+    grid_df = scores.merge(relative, on=["alpha", "beta"]).assign(
+        experiment=experiment, stage="landscape", setting=setting, task=task.name, e_pet=e_pet,
+        **{f"{m}_alpha": coords[m][0] for m in needed}, **{f"{m}_beta": coords[m][1] for m in needed},
+        **provenance(config, time.perf_counter() - started))
+    write_parquet(grid_df, out / "grid.parquet")
+    return grid_df

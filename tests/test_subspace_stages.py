@@ -1,0 +1,114 @@
+"""The subspace stages end to end on a tiny encoder: stage 0 → fit → optimize/transfer → landscape."""
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import write_prepared
+from deltaspace.cli import main
+from deltaspace.subspace.store import load_subspace
+
+METHODS = ["adapter", "prefix", "lora"]
+SETS = {"adapter": ["r=4"], "prefix": ["m=4", "hidden=8"], "lora": ["r=4"]}
+LOOP = ["--batch-size", "4", "--eval-batch-size", "8", "--checkpoint-every", "5", "--seed", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    train = [write_prepared(root / f"data/t{i}", "tiny-bert", task=f"toy-{i}", shift=i) for i in range(2)]
+    unseen = write_prepared(root / "data/unseen", "tiny-bert", task="toy-unseen", shift=3)
+    stage0 = []
+    for data in [*train, unseen]:
+        for m in METHODS:
+            out = root / "stage0" / data.name / m
+            sets = [x for s in SETS[m] for x in ("--set", s)]
+            assert main(["train", "--data", str(data), "--method", m, "--backbone", "tiny-bert", "--lr", "0.05",
+                         "--steps", "10", "--eval-every", "5", "--out", str(out), *sets, *LOOP]) == 0
+            stage0.append(out)
+    sub = root / "subspace"
+    assert main(["fit-subspace", "--mode", "joint", "--backbone", "tiny-bert", "--methods", ",".join(METHODS),
+                 "--y", "4", "--train-data", *map(str, train), "--stage0", *map(str, stage0),
+                 "--recon-weight", "0.01", "--lr", "0.01", "--steps", "20", "--eval-every", "10",
+                 "--optimizer", "adamw", "--out", str(sub), *LOOP]) == 0
+    optimized = []
+    for m in METHODS:
+        out = root / "optimize" / m
+        assert main(["optimize-subspace", "--subspace", str(sub), "--method", m, "--data", str(unseen),
+                     "--lr", "0.5", "--steps", "10", "--eval-every", "5", "--optimizer", "adamw",
+                     "--out", str(out), *LOOP]) == 0
+        optimized.append(out)
+    return {"root": root, "train": train, "unseen": unseen, "stage0": stage0, "sub": sub, "opt": optimized}
+
+
+def test_fit_writes_decoders_for_every_method_and_the_loss_falls(pipeline):
+    decoders, meta = load_subspace(pipeline["sub"])
+    assert sorted(decoders) == sorted(METHODS) and meta["y"] == 4 and meta["mode"] == "joint"
+    sizes = {m: pd.read_parquet(pipeline["root"] / "stage0/t0" / m / "result.parquet").iloc[0]["size"]
+             for m in METHODS}
+    assert {m: d.weight.shape for m, d in decoders.items()} == {m: (sizes[m], 4) for m in METHODS}
+    curve = pd.read_parquet(pipeline["sub"] / "curve.parquet")
+    assert curve.loss.iloc[-1] < curve.loss.iloc[0]
+    result = pd.read_parquet(pipeline["sub"] / "result.parquet")
+    assert set(result.stage) == {"fit"} and len(result) == 2 * 3
+
+
+def test_optimize_reports_own_method_and_all_transfers(pipeline):
+    rows = pd.concat(pd.read_parquet(p / "result.parquet") for p in pipeline["opt"])
+    pairs = set(zip(rows.source_method, rows.target_method))
+    assert pairs == {(s, t) for s in METHODS for t in METHODS}
+    assert set(rows[rows.source_method == rows.target_method].stage) == {"optimize"}
+    assert set(rows[rows.source_method != rows.target_method].stage) == {"transfer"}
+    assert rows.test_metric.between(0, 100).all()
+
+
+def test_transferred_theta_is_the_target_decoders_decode(pipeline):
+    """A→L scores exactly what LoRA's Proj↑ applied to the stored vector scores."""
+    from deltaspace.subspace.runtime import build_runtimes
+    from deltaspace.train.batching import load_task_data, split_rows
+
+    decoders, meta = load_subspace(pipeline["sub"])
+    folder = pipeline["opt"][0]  # adapter as source
+    vector = load_file(str(folder / "intrinsic.safetensors"))["lora"]
+    theta = decoders["lora"](vector)
+    assert theta.shape == (decoders["lora"].size,)
+    assert torch.allclose(theta, decoders["lora"].weight @ vector)
+    rt = build_runtimes("tiny-bert", ["lora"], meta["options"], 3)["lora"]
+    task = load_task_data(pipeline["unseen"])
+    score = rt.score(theta, rt.head(task), split_rows(task, "test"), task.metric, 8)
+    row = pd.read_parquet(folder / "result.parquet").query("target_method == 'lora'").iloc[0]
+    assert row.test_metric == pytest.approx(score)
+
+
+def test_intrinsic_optimization_improves_dev_from_its_random_start(pipeline):
+    curve = pd.read_parquet(pipeline["opt"][0] / "curve.parquet")  # adapter
+    assert curve.loss.iloc[-1] < curve.loss.iloc[0]
+
+
+def test_landscape_places_the_solutions_on_the_grid(pipeline):
+    out = pipeline["root"] / "landscape"
+    assert main(["landscape", "--subspace", str(pipeline["sub"]), "--intrinsic", *map(str, pipeline["opt"]),
+                 "--data", str(pipeline["unseen"]), "--stage0", *map(str, pipeline["stage0"]), "--lo", "-2",
+                 "--hi", "2", "--step", "2", "--out", str(out), "--no-progress"]) == 0
+    grid = pd.read_parquet(out / "grid.parquet")
+    assert len(grid) == 3 * 3 * 3 and set(grid.method) == set(METHODS)
+    assert grid.adapter_alpha.iloc[0] == 0 and grid.adapter_beta.iloc[0] == 0 and grid.prefix_beta.iloc[0] == 0
+    assert (out / "landscape.png").stat().st_size > 1000
+
+
+def test_shared_mode_trains_vectors_and_projections(pipeline, tmp_path):
+    out = tmp_path / "shared"
+    assert main(["fit-subspace", "--mode", "shared", "--backbone", "tiny-bert", "--methods", "adapter,lora",
+                 "--set", "adapter.r=4", "--set", "lora.r=4", "--y", "3", "--train-data",
+                 *map(str, pipeline["train"]), "--lr", "0.01", "--lr-vector", "0.05", "--steps", "6",
+                 "--eval-every", "3", "--optimizer", "adamw", "--out", str(out), *LOOP]) == 0
+    decoders, meta = load_subspace(out)
+    assert sorted(decoders) == ["adapter", "lora"] and meta["mode"] == "shared"
+
+
+def test_joint_mode_without_stage0_fails_naming_what_is_missing(pipeline, tmp_path, capsys):
+    assert main(["fit-subspace", "--mode", "joint", "--backbone", "tiny-bert", "--methods", "adapter",
+                 "--y", "2", "--train-data", str(pipeline["train"][0]), "--lr", "0.01", "--steps", "2",
+                 "--out", str(tmp_path / "x"), *LOOP]) == 2
+    assert "missing: [('toy-0', 'adapter')]" in capsys.readouterr().err
