@@ -15,7 +15,7 @@ from torch import nn
 
 from ..train.batching import TaskData, split_rows
 from ..train.loop import device
-from .projectors import (INIT_STD, JointDecomposition, PromptAutoEncoder, SharedVectorSubspace,
+from .projectors import (IntrinsicVector, JointDecomposition, PromptAutoEncoder, SharedVectorSubspace,
                          up_projections)
 from .runtime import MethodRuntime
 
@@ -115,8 +115,8 @@ class IntrinsicObjective:
 
     def __init__(self, source: str, decoders: dict[str, nn.Module], runtimes: dict[str, MethodRuntime],
                  task: TaskData, y: int, seed: int, eval_batch_size: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.vector = nn.Parameter((torch.randn(y, generator=generator) * INIT_STD).to(device()))
+        self.intrinsic = IntrinsicVector(y, seed, decoders[source]).to(device())
+        self.vector = self.intrinsic.vector
         self.source, self.decoders, self.runtimes, self.task = source, decoders, runtimes, task
         for decoder in decoders.values():
             decoder.to(device()).requires_grad_(False)
@@ -132,7 +132,7 @@ class IntrinsicObjective:
     def loss(self, batch: dict) -> torch.Tensor:
         self.step += 1
         rt = self.runtimes[self.source]
-        return rt.task_loss(self.decoders[self.source](self.vector), self.heads[self.source], batch)
+        return rt.task_loss(self.intrinsic(), self.heads[self.source], batch)
 
     def score(self, target: str, vector: torch.Tensor, split: str) -> float:
         theta = self.decoders[target](vector.to(device()))

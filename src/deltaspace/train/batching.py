@@ -53,14 +53,14 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
-        ids[i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+        ids[i, :n] = torch.tensor(list(r["input_ids"]), dtype=torch.long)
         mask[i, :n] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
     if kind == "seq2seq":
         twidth = max(len(r["target_ids"]) for r in rows)
         labels = torch.full((len(rows), twidth), -100, dtype=torch.long)
         for i, r in enumerate(rows):
-            labels[i, :len(r["target_ids"])] = torch.as_tensor(r["target_ids"], dtype=torch.long)
+            labels[i, :len(r["target_ids"])] = torch.tensor(list(r["target_ids"]), dtype=torch.long)
         batch["labels"] = labels
     else:
         batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
