@@ -1,0 +1,217 @@
+"""Loaders: every data source behind one interface, a list of :class:`Record` per source split.
+
+A record is one raw row (a dict of fields) plus where it came from (``file:line`` or
+``hub:id[config]/split#row``), so every later error can point at the offending row. Sources:
+
+* ``hub``: a Hugging Face dataset through ``datasets.load_dataset`` (cached by ``datasets``);
+  it also accepts ``data_files`` (e.g. ``id: json``), which is how the tests exercise it offline.
+* ``crossfit_tsv``: CrossFit's pre-sampled few-shot files ``<data_dir>/<task>/<task>_<K>_<seed>_
+  {train,dev,test}.tsv`` (the archive IPT and unified-dt were run on).
+* ``tsv`` (``input<TAB>output[<TAB>output...]`` lines), ``jsonl``, ``csv`` and ``parquet`` files.
+* ``quickstart``: corpora built at run time from text shipped in PyPI wheels (see
+  :mod:`deltaspace.data.quickstart`).
+
+Source splits are ``train`` (the pool train/dev are sampled from) and ``test``. A source without
+a test split gives only ``train`` and a ``holdout`` fraction; preparation carves the test split off
+after rendering, so rows a task skips never count (CrossFit's 80/20 rule, shuffled with seed 42).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltaspace.data.registry import SourceSpec, TaskSpec
+
+class DataError(ValueError):
+    """A data row or file is malformed; the message names the file (or hub split) and line."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw row: ``where`` it came from, its ``idx`` in the source split, and its fields."""
+
+    where: str
+    idx: int
+    data: Mapping[str, Any]
+
+
+@dataclass
+class LoadedSource:
+    """The records of a task's source, split into ``train``/``test`` (``train`` only when a
+    ``holdout`` fraction is to be carved off; CrossFit's already-sampled ``train``/``dev``/``test``
+    when ``presampled``), with what a manifest should record."""
+
+    splits: dict[str, list[Record]]
+    description: dict[str, Any]
+    presampled: bool = False
+    holdout: float | None = None
+    class_names: dict[str, list[str]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- file readers
+
+
+def read_tsv(path: str | os.PathLike) -> list[Record]:
+    """CrossFit TSV: ``input<TAB>output[<TAB>output...]``, one example per line."""
+    records = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 2 or not fields[0].strip() or not any(o.strip() for o in fields[1:]):
+                raise DataError(f"{path}:{lineno}: expected 'input<TAB>output[<TAB>output...]' with a non-empty "
+                                f"input and output, got {len(fields)} field(s): {line[:80]!r}")
+            outputs = [o.strip() for o in fields[1:] if o.strip()]
+            records.append(Record(f"{path}:{lineno}", len(records), {"input": fields[0].strip(), "outputs": outputs}))
+    return records
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Record]:
+    """One JSON object per line; blank lines are allowed."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(data, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(data).__name__}")
+            records.append(Record(f"{path}:{lineno}", len(records), data))
+    return records
+
+
+def read_csv(path: str | os.PathLike, encoding: str = "utf-8", delimiter: str = ",") -> list[Record]:
+    """A CSV file with a header row; a row with too many or too few fields is an error."""
+    records = []
+    with open(path, encoding=encoding, newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}:1: empty file, expected a header row") from None
+        start = reader.line_num + 1
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                start = reader.line_num + 1
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
+                                f"got {len(row)}")
+            records.append(Record(f"{path}:{start}", len(records), dict(zip(header, row))))
+            start = reader.line_num + 1
+    return records
+
+
+def read_parquet(path: str | os.PathLike) -> list[Record]:
+    """A Parquet file; rows are addressed as ``file#row``."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: cannot read Parquet: {exc}") from None
+    return [Record(f"{path}#{i}", i, row) for i, row in enumerate(rows)]
+
+
+READERS = {"tsv": read_tsv, "jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}
+_SUFFIXES = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None, **options: Any) -> list[Record]:
+    """Read a data file with the reader for ``fmt`` (default: from the file suffix)."""
+    fmt = fmt or _SUFFIXES.get(Path(path).suffix.lower())
+    if fmt not in READERS:
+        raise DataError(f"{path}: unknown file format; give one of {', '.join(READERS)}")
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    return READERS[fmt](path, **options)
+
+
+# --------------------------------------------------------------------------- the hub
+
+
+def read_hub(dataset_id: str, config: str | None, split: str, *, revision: str | None = None,
+             data_files: Any = None) -> tuple[list[Record], dict[str, list[str]]]:
+    """Rows of one hub split, and the class names of its ClassLabel columns.
+
+    Runs offline when the dataset is in the ``datasets`` cache (``HF_DATASETS_OFFLINE=1``).
+    """
+    import datasets
+
+    prefix = f"hub:{dataset_id}" + (f"[{config}]" if config else "") + f"/{split}"
+    try:
+        ds = datasets.load_dataset(dataset_id, config, split=split, revision=revision, data_files=data_files)
+    except Exception as exc:  # datasets raises many types (network, missing split, missing config)
+        raise DataError(f"{prefix}: cannot load: {type(exc).__name__}: {exc}") from exc
+    names = {col: feat.names for col, feat in ds.features.items() if isinstance(feat, datasets.ClassLabel)}
+    return [Record(f"{prefix}#{i}", i, row) for i, row in enumerate(ds)], names
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _resolve(path: str, data_dir: str | os.PathLike | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or data_dir is None else Path(data_dir) / p
+
+
+def _load_hub(source: SourceSpec) -> LoadedSource:
+    sid, config = source.get("id"), source.get("config")
+    kwargs = {"revision": source.get("revision"), "data_files": source.get("data_files")}
+    train_split, test_split = source.get("train", "train"), source.get("test", "validation")
+    splits, names = {}, {}
+    splits["train"], names = read_hub(sid, config, train_split, **kwargs)
+    if not source.get("holdout"):
+        splits["test"], test_names = read_hub(sid, config, test_split, **kwargs)
+        names = {**test_names, **names}
+    return LoadedSource(splits, source.describe(), holdout=source.get("holdout"), class_names=names)
+
+
+def _load_files(source: SourceSpec, data_dir: str | os.PathLike | None) -> LoadedSource:
+    options = {k: source.get(k) for k in ("encoding", "delimiter") if source.get(k) is not None}
+    if not source.get("test") and not source.get("holdout"):
+        raise DataError(f"{source.type} source {source.get('train')}: give a `test` file or a `holdout` fraction")
+    splits = {"train": read_records(_resolve(source.get("train"), data_dir), source.type, **options)}
+    if source.get("test"):
+        splits["test"] = read_records(_resolve(source.get("test"), data_dir), source.type, **options)
+    return LoadedSource(splits, source.describe(), holdout=None if source.get("test") else source.get("holdout"))
+
+
+def crossfit_tsv_paths(task: str, k: int, seed: int, data_dir: str | os.PathLike) -> dict[str, Path]:
+    """CrossFit's file names for one task, K and data seed."""
+    folder = Path(data_dir) / task
+    return {split: folder / f"{task}_{k}_{seed}_{split}.tsv" for split in ("train", "dev", "test")}
+
+
+def _load_crossfit(task: TaskSpec, source: SourceSpec, data_dir, k: int, seed: int) -> LoadedSource:
+    if data_dir is None:
+        raise DataError(f"task {task.name!r}: the crossfit_tsv source needs --data-dir (the CrossFit data folder)")
+    paths = crossfit_tsv_paths(task.name, k, seed, data_dir)
+    splits = {split: read_records(path, "tsv") for split, path in paths.items()}
+    description = {**source.describe(), "files": {s: str(p) for s, p in paths.items()}}
+    return LoadedSource(splits, description, presampled=True)
+
+
+def load_source(task: TaskSpec, source: SourceSpec, *, data_dir: str | os.PathLike | None = None,
+                k: int | None = None, seed: int | None = None) -> LoadedSource:
+    """Load the records of one of a task's sources (``k``/``seed`` pick CrossFit's TSV files)."""
+    if source.type == "hub":
+        return _load_hub(source)
+    if source.type == "crossfit_tsv":
+        return _load_crossfit(task, source, data_dir, k, seed)
+    if source.type == "quickstart":
+        from deltaspace.data.quickstart import build_source
+
+        return build_source(source)
+    return _load_files(source, data_dir)
