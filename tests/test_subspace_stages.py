@@ -112,3 +112,34 @@ def test_joint_mode_without_stage0_fails_naming_what_is_missing(pipeline, tmp_pa
                  "--y", "2", "--train-data", str(pipeline["train"][0]), "--lr", "0.01", "--steps", "2",
                  "--out", str(tmp_path / "x"), *LOOP]) == 2
     assert "missing: [('toy-0', 'adapter')]" in capsys.readouterr().err
+
+
+def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
+    """IPT on a tiny encoder: prompt tuning → MSF auto-encoder → IST; and IST in a random subspace."""
+    train = [write_prepared(tmp_path / f"d{i}", "tiny-bert", task=f"toy-{i}", shift=i) for i in range(2)]
+    unseen = write_prepared(tmp_path / "du", "tiny-bert", task="toy-unseen", shift=3)
+    stage0 = []
+    for data in train:
+        out = tmp_path / "pt" / data.name
+        assert main(["train", "--data", str(data), "--method", "prompt", "--set", "n=4", "--backbone", "tiny-bert",
+                     "--lr", "0.3", "--steps", "6", "--eval-every", "3", "--out", str(out), *LOOP]) == 0
+        stage0.append(out)
+    msf = tmp_path / "msf"
+    assert main(["fit-subspace", "--mode", "msf", "--backbone", "tiny-bert", "--methods", "prompt", "--y", "3",
+                 "--train-data", *map(str, train), "--stage0", *map(str, stage0), "--recon-weight", "200",
+                 "--lr", "0.01", "--steps", "6", "--eval-every", "3", "--optimizer", "adamw", "--out", str(msf),
+                 *LOOP]) == 0
+    fit_rows = pd.read_parquet(msf / "result.parquet")
+    assert set(fit_rows.stage) == {"msf"} and set(fit_rows.subset) == {"train"} and fit_rows.test_metric.notna().all()
+    random = tmp_path / "random"
+    assert main(["fit-subspace", "--mode", "random", "--backbone", "tiny-bert", "--methods", "prompt",
+                 "--set", "prompt.n=4", "--y", "3", "--lr", "0", "--out", str(random), *LOOP]) == 0
+    decoders, meta = load_subspace(random)
+    assert decoders["prompt"].output.out_features == 4 * 64 and meta["mode"] == "random"
+    for subspace in (msf, random):
+        out = tmp_path / f"ist-{subspace.name}"
+        assert main(["optimize-subspace", "--subspace", str(subspace), "--method", "prompt", "--data", str(unseen),
+                     "--subset", "test", "--lr", "0.1", "--steps", "4", "--eval-every", "2", "--optimizer", "adamw",
+                     "--out", str(out), *LOOP]) == 0
+        row = pd.read_parquet(out / "result.parquet").iloc[0]
+        assert (row.stage, row.subset, row.d_intrinsic) == ("ist", "test", 3)

@@ -5,7 +5,7 @@ drives each stage by swapping the module that produces θ. See docs/subspace.md;
 estimates live in `deltaspace.subspace.memory` (a runnable module, so not imported here).
 """
 
-from deltaspace.subspace.fastfood import FastfoodBlock, FastfoodProjection, fwht, padded_length
+from deltaspace.subspace.fastfood import FastfoodProjection, fwht, padded_length
 from deltaspace.subspace.landscape import (
     grid,
     grid_points,
@@ -29,7 +29,6 @@ from deltaspace.subspace.projectors import (
 
 __all__ = [
     "DownProjection",
-    "FastfoodBlock",
     "FastfoodProjection",
     "IntrinsicVector",
     "JointDecomposition",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..deltas import METHODS
 from ..train.commands import add_loop_arguments, loop_config
 from ..train.loop import Preempted
-from .stages import MODES
+from .stages import MODES, PROMPT_MODES
 
 
 def _preemptible(command: str, run) -> int:
@@ -28,8 +28,8 @@ def _fit(args) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; valid methods: {', '.join(METHODS)}")
-    if args.mode == "msf" and methods != ["prompt"]:
-        raise ValueError("--mode msf fits IPT's prompt auto-encoder: use --methods prompt")
+    if args.mode in PROMPT_MODES and methods != ["prompt"]:
+        raise ValueError(f"--mode {args.mode} builds IPT's prompt subspace: use --methods prompt")
     return _preemptible("fit-subspace", lambda: fit_subspace(
         args.mode, args.backbone, methods, parse_method_sets(args.set, methods), args.y, args.train_data,
         args.stage0 or [], loop_config(args), args.out, recon_weight=args.recon_weight, lr_vector=args.lr_vector,
@@ -42,7 +42,7 @@ def _optimize(args) -> int:
 
     return _preemptible("optimize-subspace", lambda: optimize_subspace(
         args.subspace, args.method, args.data, loop_config(args), args.out, experiment=args.experiment,
-        setting=args.setting, eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
+        setting=args.setting, subset=args.subset, eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
         stop_after=args.stop_after_step))
 
 
@@ -62,12 +62,13 @@ def _landscape(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("fit-subspace", help="stage 1: fit a subspace shared by delta methods")
     p.add_argument("--mode", choices=MODES, required=True,
-                   help="joint decomposition, shared-vector (simplified) pipeline, or IPT's MSF")
+                   help="joint decomposition, shared-vector (simplified) pipeline, IPT's MSF, or IPT's "
+                   "random prompt subspace (no training)")
     p.add_argument("--backbone", required=True)
     p.add_argument("--methods", required=True, help="comma-separated, e.g. adapter,prefix,lora")
     p.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="method option, e.g. lora.r=8")
     p.add_argument("--y", type=int, required=True, help="intrinsic dimension (d_I in IPT)")
-    p.add_argument("--train-data", nargs="+", required=True, help="prepared folders of the training tasks")
+    p.add_argument("--train-data", nargs="*", default=[], help="prepared folders of the training tasks")
     p.add_argument("--stage0", nargs="*", help="stage-0 output folders (every LR/seed; the best on dev is used)")
     p.add_argument("--recon-weight", type=float, default=10.0, help="reconstruction weight (10; IPT: 200)")
     p.add_argument("--lr-vector", type=float, default=None, help="shared mode: learning rate of the task vectors")
@@ -79,6 +80,8 @@ def register(subparsers) -> None:
     p.add_argument("--subspace", required=True, help="folder written by fit-subspace")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--data", required=True, help="prepared folder of an unseen task")
+    p.add_argument("--subset", default="", help="the task's role, recorded in the results (IPT: train-same, "
+                   "train-diff, test, test-in, test-out)")
     p.add_argument("--out", required=True)
     add_loop_arguments(p)
     p.set_defaults(func=_optimize)

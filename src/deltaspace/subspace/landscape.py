@@ -28,15 +28,15 @@ def landscape_axes(
     """Origin I_A, u along I_P − I_A, v the Gram-Schmidt rest of I_L − I_A, and the (α, β)
     coordinates of the three solutions keyed "adapter", "prefix", "lora".
 
-    Computed in float64 (the frame is returned in the inputs' dtype) so that the coordinates of
-    the optima are exact to well below the 0.4 grid step even when the inputs are float32.
+    Computed in float64 and returned in the inputs' dtype: in float32, Gram-Schmidt loses
+    orthogonality when I_L lies close to the line through I_A and I_P.
     """
-    origin, p, l = (t.detach().to(torch.float64) for t in (I_A, I_P, I_L))
-    along = p - origin
+    origin, prefix, lora = (t.detach().to(torch.float64) for t in (I_A, I_P, I_L))
+    along = prefix - origin
     if float(along.norm()) == 0.0:
         raise ValueError("I_P equals I_A: the first landscape axis is undefined")
     u = along / along.norm()
-    v_raw = l - origin
+    v_raw = lora - origin
     v_perp = v_raw - (v_raw @ u) * u
     if float(v_perp.norm()) <= 1e-12 * max(float(v_raw.norm()), 1.0):
         raise ValueError("I_L lies on the line through I_A and I_P: the second axis is undefined")
@@ -46,8 +46,7 @@ def landscape_axes(
         "prefix": (float(along.norm()), 0.0),
         "lora": (float(v_raw @ u), float(v_perp.norm())),
     }
-    dtype = I_A.dtype
-    return I_A.detach(), u.to(dtype), v.to(dtype), coords
+    return I_A.detach(), u.to(I_A.dtype), v.to(I_A.dtype), coords
 
 
 def grid(lo: float = -4.0, hi: float = 4.0, step: float = 0.4) -> torch.Tensor:

@@ -89,7 +89,7 @@ def _fastfood_g_shapes(shapes: Iterable[Shape], d: int) -> list[Shape]:
 
 @dataclass(frozen=True)
 class StageMemory:
-    """One row of the table; byte counts are for fp32 values unless stated."""
+    """One row of the table: a parameter count and byte counts (trained values are fp32)."""
 
     stage: str
     setting: str
@@ -108,7 +108,10 @@ class StageMemory:
         return self.weights_grads_bytes + state + self.frozen_bytes + self.activation_bytes
 
 
-def _row(stage: str, setting: str, trainable: Sequence[Shape], frozen_bytes: int, activations: int) -> StageMemory:
+def _row(
+    stage: str, setting: str, trainable: Sequence[Shape], frozen_bytes: int, activations: int
+) -> StageMemory:
+    """A row from the trained shapes, the frozen bytes and the fp32 activation count."""
     return StageMemory(
         stage=stage,
         setting=setting,

@@ -224,8 +224,9 @@ class PromptDecoder(nn.Module):
     """IPT's Proj_b: d_I -> flat prompt (n·d) as W2 tanh(W1 v + b1) + b2 (ipt.md §1.2).
 
     The output is the prompt method's flat θ (the n×d prompt flattened row-major), so IST and the
-    random baseline plug into the same θ interface as every other method. Layers use PyTorch's
-    default Linear initialization (the IPT code's), drawn under a forked RNG seeded with `seed`.
+    random baseline plug into the same θ interface as every other method. Neither the paper nor
+    the notes give an initialization: layers use PyTorch's default Linear init, drawn under a
+    forked RNG seeded with `seed` so the global RNG is left alone.
     """
 
     def __init__(self, n: int, d: int, d_intrinsic: int, hidden: int = 768, seed: int = 0):
@@ -242,11 +243,12 @@ class PromptDecoder(nn.Module):
 class PromptAutoEncoder(nn.Module):
     """IPT multi-task subspace finding (MSF): P* = Proj_b(Proj(P)) on flat prompts (ipt.md §1.2).
 
-    Proj is one Linear(n·d → d_I) with bias and no activation: the public code's AE_type=1
-    (ipt.md A3); the paper's "one-layer feed-forward network" does not settle the bias, and the
-    code's layer has one. forward returns the reconstruction for the task loss and the
-    reconstruction loss as a mean over elements (ipt.md A4: the code's mean, not the paper's sum
-    of squares, which would mis-scale the caller's α = 200).
+    Proj is one Linear(n·d → d_I) with no activation, the public code's AE_type=1 (ipt.md A3).
+    Neither the paper's "one-layer feed-forward network" nor the notes settle its bias; we keep
+    the Linear default (with bias), like Proj_b's b1, b2. forward returns the reconstruction for
+    the task loss and the reconstruction loss as a mean over elements (ipt.md A4: the code's mean,
+    not the paper's sum of squares, which would mis-scale the caller's α = 200). The encoder is
+    drawn from `seed`, the decoder from `seed + 1`.
     """
 
     def __init__(self, n: int, d: int, d_intrinsic: int, hidden: int = 768, seed: int = 0):

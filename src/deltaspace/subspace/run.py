@@ -15,7 +15,8 @@ from ..train.batching import BatchStream, load_task_data, split_rows
 from ..train.loop import LoopConfig, run_loop
 from ..train.stage0 import check_backbone_matches, load_theta
 from .runtime import best_stage0, build_runtimes, task_streams
-from .stages import FitObjective, IntrinsicObjective
+from .projectors import RandomPromptSubspace
+from .stages import PROMPT_MODES, FitObjective, IntrinsicObjective
 from .store import load_subspace, save_subspace, save_vectors
 
 
@@ -29,6 +30,10 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
                  eval_batch_size: int = 32, progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
     """Stage 1: fit the subspace on the training tasks and save each method's decoder."""
     started, out = time.perf_counter(), Path(out)
+    if mode == "random":
+        return random_prompt_subspace(backbone, options, y, cfg.seed, out)
+    if not train_data:
+        raise ValueError(f"fit-subspace --mode {mode} needs --train-data (the training tasks' prepared folders)")
     tasks = [load_task_data(p) for p in train_data]
     for t in tasks:
         check_backbone_matches(t, backbone)
@@ -52,10 +57,12 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
               "recon_weight": recon_weight, "lr_vector": lr_vector}
     save_subspace(out, objective.decoders(), {**config, "best_step": outcome.best_step})
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
-    base = {"experiment": experiment, "stage": "fit", "setting": setting, "backbone": backbone, "seed": cfg.seed,
-            "lr": cfg.lr, "steps": cfg.steps, "best_step": outcome.best_step, "d_intrinsic": y}
+    base = {"experiment": experiment, "stage": "msf" if mode == "msf" else "fit", "setting": setting,
+            "subset": "train", "backbone": backbone, "seed": cfg.seed, "lr": cfg.lr, "steps": cfg.steps,
+            "best_step": outcome.best_step, "d_intrinsic": y}
+    tests = objective.scores("test")
     rows = [_row(base, config, started, task=task, method=m, source_method=m, target_method=m, dev_metric=dev,
-                 test_metric=float("nan"), metric=next(t.metric for t in tasks if t.name == task),
+                 test_metric=tests[task, m], metric=next(t.metric for t in tasks if t.name == task),
                  size=runtimes[m].delta.size)
             for (task, m), dev in objective.scores().items()]
     result = pd.DataFrame(rows)
@@ -64,9 +71,24 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
     return result
 
 
+def random_prompt_subspace(backbone: str, options: dict[str, dict], y: int, seed: int, out: Path) -> pd.DataFrame:
+    """IPT's Random_prompt baseline (ipt notes §1.6): MSF's decoder at its random init, untrained."""
+    from ..backbones import load_backbone
+    from ..deltas import build_delta
+
+    delta = build_delta("prompt", load_backbone(backbone, config_only=True), **options.get("prompt", {}))
+    n, d = delta.manifest[0].shape
+    config = {"mode": "random", "backbone": backbone, "methods": ["prompt"], "options": {"prompt": delta.options},
+              "y": y, "seed": seed}
+    save_subspace(out, {"prompt": RandomPromptSubspace(n, d, y, seed=seed)}, config)
+    result = pd.DataFrame(columns=["experiment", "stage", "task", "method", "dev_metric", "test_metric"])
+    write_parquet(result, out / "result.parquet")
+    return result
+
+
 def optimize_subspace(subspace: str | Path, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
-                      experiment: str, setting: str, eval_batch_size: int = 32, progress: bool = True,
-                      stop_after: int | None = None) -> pd.DataFrame:
+                      experiment: str, setting: str, subset: str = "", eval_batch_size: int = 32,
+                      progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
     """Stages 2 and 3: train an intrinsic vector for ``method``; report it decoded by every method."""
     started, out = time.perf_counter(), Path(out)
     decoders, meta = load_subspace(subspace)
@@ -84,11 +106,14 @@ def optimize_subspace(subspace: str | Path, method: str, data_dir: str | Path, c
     config = {"subspace": meta, "method": method, "task": task.name, "loop": asdict(cfg),
               "data_sha256": task.manifest.get("content_sha256")}
     rows, vectors = [], {}
+    ipt = meta["mode"] in PROMPT_MODES
     for target, (dev, step, vector) in objective.best.items():
         vectors[target] = vector
-        rows.append(_row({"experiment": experiment, "setting": setting, "backbone": meta["backbone"],
-                          "seed": cfg.seed, "lr": cfg.lr, "steps": cfg.steps, "d_intrinsic": meta["y"]},
-                         config, started, stage="optimize" if target == method else "transfer", task=task.name,
+        stage = ("ist" if ipt else "optimize") if target == method else "transfer"
+        rows.append(_row({"experiment": experiment, "setting": setting, "subset": subset,
+                          "subspace_mode": meta["mode"], "backbone": meta["backbone"], "seed": cfg.seed,
+                          "lr": cfg.lr, "steps": cfg.steps, "d_intrinsic": meta["y"]},
+                         config, started, stage=stage, task=task.name,
                          method=method, source_method=method, target_method=target, best_step=step,
                          dev_metric=dev, test_metric=objective.score(target, vector, "test"), metric=task.metric,
                          size=meta["y"]))
@@ -106,7 +131,7 @@ def best_intrinsic(folders: list[str | Path]) -> dict[str, tuple[torch.Tensor, f
     best: dict[str, tuple[torch.Tensor, float]] = {}
     for folder in sorted(Path(f) for f in folders):
         result = pd.read_parquet(folder / "result.parquet")
-        own = result[result.stage == "optimize"].iloc[0]
+        own = result[result.source_method == result.target_method].iloc[0]
         if own.method not in best or own.dev_metric > best[own.method][1]:
             best[own.method] = (load_file(str(folder / "intrinsic.safetensors"))[own.method], float(own.dev_metric))
     return best

@@ -19,7 +19,9 @@ from .projectors import (IntrinsicVector, JointDecomposition, PromptAutoEncoder,
                          up_projections)
 from .runtime import MethodRuntime
 
-MODES = ("joint", "shared", "msf")
+MODES = ("joint", "shared", "msf", "random")
+#: Modes whose subspace is IPT's prompt decoder; IPT calls their stages MSF and IST.
+PROMPT_MODES = ("msf", "random")
 
 
 class FitObjective:
@@ -76,13 +78,13 @@ class FitObjective:
         return task_loss + self.recon_weight * recon
 
     @torch.no_grad()
-    def scores(self) -> dict[tuple[str, str], float]:
-        """Dev score of every (training task, method) with its decoded θ̄."""
+    def scores(self, split: str = "dev") -> dict[tuple[str, str], float]:
+        """Score on ``split`` of every (training task, method) with its decoded θ̄."""
         out = {}
         for i, task in enumerate(self.tasks):
             thetas, _ = self.decoded(i, training=False)
             for m, rt in self.runtimes.items():
-                out[task.name, m] = rt.score(thetas[m], self.heads[i, m], split_rows(task, "dev"), task.metric,
+                out[task.name, m] = rt.score(thetas[m], self.heads[i, m], split_rows(task, split), task.metric,
                                              self.eval_batch_size)
         return out
 

@@ -2,16 +2,15 @@
 
 A workflow killed mid-write (Slurm time limit, Ctrl-C) must never leave a half-written table that a
 rerun then trusts, so every file is written to a temporary name in the same folder and moved into
-place with ``os.replace``.
+place with ``os.replace`` (:func:`deltaspace.io.atomic_write`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..io import atomic_write
 from .compile import CompiledTable
 from .render import display_frame, latex, markdown, vs_paper_frame, vs_paper_markdown
 
@@ -39,17 +38,6 @@ def write_table(table: CompiledTable, out_dir: Path | str) -> list[Path]:
     written = []
     for suffix in SUFFIXES:
         target = out / f"{table.spec.id}{suffix}"
-        _atomic(target, writers[suffix])
+        atomic_write(target, writers[suffix])
         written.append(target)
     return written
-
-
-def _atomic(target: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
