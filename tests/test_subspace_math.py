@@ -43,6 +43,16 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "subspace.md"
 SIZES = {"adapter": 50, "prefix": 80, "lora": 120}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second intra-op thread only adds synchronization, which costs
+    seconds on a loaded shared machine. Restored afterwards for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
