@@ -67,6 +67,16 @@ class LabelHead:
         return [self.verbalizers[i] for i in self.logits(batch).argmax(-1).tolist()]
 
 
+def training_loss(delta: Delta, head, theta: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The loss every stage trains: the task loss of the backbone driven by θ (dropout on),
+    plus the method's regularizer at θ (MPC, AdaLoRA's orthogonality) where it has one."""
+    delta.backbone.model.train()
+    with delta.bound(theta):
+        loss = head.loss(batch)
+    penalty = delta.penalty(theta)
+    return loss if penalty is None else loss + penalty
+
+
 def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = None, **kwargs):
     """The head for the backbone's kind; encoders need the task's verbalizers."""
     if backbone.kind == ENCODER:

@@ -69,6 +69,13 @@ class DeltaMethod:
         """Rewrite model inputs before the forward pass (prompt tuning prepends soft tokens)."""
         return inputs
 
+    def penalty(self, views: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A regularizer added to the task loss (MPC, AdaLoRA's orthogonality), or None.
+
+        ``views`` maps each θ tensor's manifest name to its view into θ, so gradients reach θ.
+        """
+        return None
+
     def touched_modules(self, backbone: Backbone, names: list[str]) -> list[str]:
         """Short descriptions of the backbone modules the method changes, for ``describe``."""
         return sorted({n.rsplit(".", 1)[0] for n in names})
@@ -196,6 +203,11 @@ class Delta:
 
     def prepare_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.method.prepare_inputs(self.backbone.model, inputs)
+
+    def penalty(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """The method's regularizer at θ (differentiable in θ), or None when it has none."""
+        self._check(theta)
+        return self.method.penalty({slot.name: view for slot, view in self.views(theta)})
 
     def _check(self, theta: torch.Tensor) -> None:
         if theta.dim() != 1 or theta.numel() != self.size:

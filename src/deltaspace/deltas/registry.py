@@ -11,10 +11,15 @@ from .base import Delta, DeltaMethod, DeltaOptionError
 from .bitfit import BitFit
 from .finetune import FineTune
 from .lora import LoRA
+from .lora_variants import DoRA, FLoRA, AdaLoRA, LoRAMPCd, LoRAMPCn, LoRAMPCo, ParallelAdapter, TriLoRA
 from .prefix import Prefix
 from .prompt import Prompt
+from .scaling import IA3, SSB, SSL, SAMParser
 
-METHODS: dict[str, type[DeltaMethod]] = {cls.name: cls for cls in (Adapter, Prefix, LoRA, Prompt, BitFit, FineTune)}
+METHODS: dict[str, type[DeltaMethod]] = {cls.name: cls for cls in (
+    Adapter, Prefix, LoRA, Prompt, BitFit, FineTune,
+    # the decomposition paper's methods (docs/methods.md)
+    LoRAMPCo, LoRAMPCd, LoRAMPCn, ParallelAdapter, TriLoRA, FLoRA, AdaLoRA, DoRA, SSL, SSB, IA3, SAMParser)}
 
 
 class UnknownMethodError(ValueError):

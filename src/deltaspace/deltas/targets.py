@@ -19,7 +19,12 @@ class FamilyTargets:
     self_attention: str  # prefix tuning: self-attention modules (no cross-attention)
     key: str  # key/value projections inside a self-attention module
     value: str
-    linear: str  # BitFit: every Linear of the Transformer blocks
+    linear: str  # BitFit: every module of the Transformer blocks, and the embedding LayerNorm
+    # The decomposition paper's placements (its notes §3.8, §6 #1):
+    all_linear: str  # LoRA targets="all", PA, DoRA, SAM-PARSER...: Q, K, V, attention output, FFN up and down
+    ffn_out: str  # PAdapter (Pfeiffer): the output projection of every FFN sub-layer only
+    key_value_ffn_up: str  # (IA)³, SSL, SSB: key, value and the FFN up-projection
+    ffn_down: str  # (IA)³ with ffn="down-input": the FFN down-projection (its input is the activation)
 
 
 _BERT_LIKE = FamilyTargets(
@@ -27,7 +32,12 @@ _BERT_LIKE = FamilyTargets(
     sublayer_out=r".*\.layer\.\d+\.(attention\.output\.dense|output\.dense)",
     self_attention=r".*\.attention\.self",
     key="key", value="value",
-    linear=r".*\.layer\.\d+\..*",
+    linear=r".*\.layer\.\d+\..*|(.*\.)?embeddings\.LayerNorm",
+    all_linear=r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense"
+               r"|output\.dense)",
+    ffn_out=r".*\.layer\.\d+\.output\.dense",
+    key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key|value)|intermediate\.dense)",
+    ffn_down=r".*\.layer\.\d+\.output\.dense",
 )
 
 TARGETS: dict[str, FamilyTargets] = {
@@ -37,13 +47,22 @@ TARGETS: dict[str, FamilyTargets] = {
         self_attention=r".*\.SelfAttention",
         key="k", value="v",
         linear=r".*\.block\.\d+\..*",
+        all_linear=r".*\.((SelfAttention|EncDecAttention)\.(q|k|v|o)|DenseReluDense\.(wi|wi_0|wi_1|wo))",
+        ffn_out=r".*\.DenseReluDense\.wo",
+        # the gated FFN (T5 v1.1) has two up-projections; the linear branch wi_1 is the one to scale
+        key_value_ffn_up=r".*\.((SelfAttention|EncDecAttention)\.(k|v)|DenseReluDense\.(wi|wi_1))",
+        ffn_down=r".*\.DenseReluDense\.wo",
     ),
     "bart": FamilyTargets(
         query_value=r".*\.(self_attn|encoder_attn)\.(q_proj|v_proj)",
         sublayer_out=r".*\.((self_attn|encoder_attn)\.out_proj|fc2)",
         self_attention=r".*\.self_attn",
         key="k_proj", value="v_proj",
-        linear=r".*\.layers\.\d+\..*",
+        linear=r".*\.layers\.\d+\..*|.*\.layernorm_embedding",
+        all_linear=r".*\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|layers\.\d+\.(fc1|fc2))",
+        ffn_out=r".*\.layers\.\d+\.fc2",
+        key_value_ffn_up=r".*\.((self_attn|encoder_attn)\.(k_proj|v_proj)|layers\.\d+\.fc1)",
+        ffn_down=r".*\.layers\.\d+\.fc2",
     ),
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,
@@ -53,6 +72,11 @@ TARGETS: dict[str, FamilyTargets] = {
         self_attention=r".*\.attention\.self",
         key="key_proj", value="value_proj",
         linear=_BERT_LIKE.linear,
+        all_linear=r".*\.layer\.\d+\.(attention\.self\.(query_proj|key_proj|value_proj)|attention\.output\.dense"
+                   r"|intermediate\.dense|output\.dense)",
+        ffn_out=_BERT_LIKE.ffn_out,
+        key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key_proj|value_proj)|intermediate\.dense)",
+        ffn_down=_BERT_LIKE.ffn_down,
     ),
 }
 
@@ -61,3 +85,16 @@ def matching_modules(model: nn.Module, pattern: str, kind: type = nn.Module) -> 
     """(name, module) pairs whose qualified name fully matches ``pattern``, in model order."""
     regex = re.compile(pattern)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kind) and regex.fullmatch(n)]
+
+
+#: The ``targets`` option of the LoRA family → the FamilyTargets field holding its pattern.
+TARGET_SETS = {"qv": "query_value", "all": "all_linear"}
+
+
+def target_set(method: str, family: str, targets: str) -> str:
+    """The module pattern of a named target set (``"qv"`` or ``"all"``) on a backbone family."""
+    if targets not in TARGET_SETS:
+        from .base import DeltaOptionError
+
+        raise DeltaOptionError(f"{method}: targets {targets!r} is not one of {', '.join(TARGET_SETS)}")
+    return getattr(TARGETS[family], TARGET_SETS[targets])

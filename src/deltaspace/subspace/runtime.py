@@ -17,7 +17,7 @@ import torch
 
 from ..backbones import Backbone, load_backbone
 from ..deltas import Delta, build_delta
-from ..heads import make_head
+from ..heads import make_head, training_loss
 from ..train.batching import BatchStream, TaskData, split_rows
 from ..train.evaluate import evaluate_rows
 from ..train.loop import device
@@ -33,9 +33,7 @@ class MethodRuntime:
         return make_head(self.backbone, self.delta, data.verbalizers)
 
     def task_loss(self, theta: torch.Tensor, head, batch: dict) -> torch.Tensor:
-        self.backbone.model.train()
-        with self.delta.bound(theta):
-            return head.loss(batch)
+        return training_loss(self.delta, head, theta, batch)
 
     def score(self, theta: torch.Tensor, head, rows: list[dict], metric: str, batch_size: int) -> float:
         return evaluate_rows(self.delta, head, theta.detach(), rows, metric, batch_size)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..backbones import load_backbone
 from ..deltas import Delta, build_delta
-from ..heads import make_head
+from ..heads import make_head, training_loss
 from ..io import write_json, write_parquet
 from ..provenance import provenance
 from .batching import BatchStream, TaskData, load_task_data, split_rows
@@ -33,9 +33,7 @@ class ThetaObjective:
         return [{"params": [self.theta], "lr": lr}]
 
     def loss(self, batch: dict) -> torch.Tensor:
-        self.delta.backbone.model.train()
-        with self.delta.bound(self.theta):
-            return self.head.loss(batch)
+        return training_loss(self.delta, self.head, self.theta, batch)
 
     def evaluate(self) -> float:
         return evaluate_rows(self.delta, self.head, self.theta.detach(), self.dev_rows, self.metric,
