@@ -1,0 +1,68 @@
+# deltaspace: the whole benchmark as one Snakemake DAG (docs/workflow.md).
+#
+#   snakemake --cores 2                                          # the quickstart (config/config.yaml)
+#   snakemake --profile slurm --configfile config/paper/udt-single.yaml
+#   snakemake -n --configfile config/paper/ipt-random.yaml       # the plan of a paper experiment
+#
+# prepare -> train_delta (stage 0) -> fit_subspace (stage 1) -> optimize_subspace (stages 2 and 3)
+#   -> landscape; every result.parquet -> tables -> report. Rules call the `deltaspace` command
+# (docs/contracts.md), never inline Python.
+
+import copy
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# A --configfile names a whole experiment: it replaces the quickstart default instead of being
+# merged into it (Snakemake's default), so that no quickstart setting leaks into a paper config.
+# Repeated --configfile files and --config pairs still merge with each other, in order.
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+
+
+include: "workflow/rules/schema.smk"
+
+
+check_config(config, CONFIG_SCHEMA)  # every violation at once, one line each with its key path
+validate(config, CONFIG_SCHEMA)
+
+
+include: "workflow/rules/common.smk"
+
+
+# Every wildcard is constrained (the patterns are defined in common.smk).
+wildcard_constraints:
+    backbone=NAME,
+    task=NAME,
+    method="|".join(METHODS),
+    run=RUN_PATTERN,
+    dseed=r"[0-9]+",
+    setting=NAME,
+    group=NAME,
+    subset=NAME,
+    y=r"[0-9]+",
+    spec=NAME,
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/delta.smk"
+include: "workflow/rules/subspace.smk"
+include: "workflow/rules/landscape.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    input:
+        all_tables(),
+        REPORT,

@@ -1,0 +1,314 @@
+"""The Snakemake workflow: every config builds its DAG quickly, with the job counts of its design,
+and a bad config fails before any job runs, naming what is wrong.
+
+Dry runs only (`snakemake -n`): nothing is trained. The expected counts are the arithmetic written
+at the top of each config file (tasks x methods x grid x seeds), spelled out again here so that a
+change to a config, the registry splits or the rules that alters the size of an experiment fails
+loudly instead of silently running a different design.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DRY_RUN_LIMIT_S = 30.0  # CPU seconds of one `snakemake -n` (see dry_run)
+
+pytest.importorskip("snakemake")
+
+# rule -> job count, per config. `all` is the one aggregate job of every config.
+EXPECTED = {
+    "config/config.yaml": {
+        "prepare": 9,                        # the 9 quickstart tasks, data seed 100
+        "train_delta": 9 * 3 + 4 * 1,        # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt; 1 lr, 1 seed
+        "fit_subspace": 2 + 1 + 2 + 1 * 2,   # single 2 groups, multi 1, simplified-single 2, random 1 group x 2 d_I
+        "optimize_subspace": 4 * 3 + 3 * 3 + 2 * 3 + 2 * (2 + 2),  # single, multi, simplified, random (train-same + test)
+        "landscape": 1,
+        "tables": 8,
+        "report": 1,
+        "all": 1,
+    },
+    "config/smoke.yaml": {
+        "prepare": 3 + 1,                    # 3 tasks at seed 100, 1 at seed 21 (IPT T_train^diff)
+        "train_delta": 3 * 4,                # 3 tasks x 4 methods x 1 lr x 1 seed
+        "fit_subspace": 1 + 1 + 1 + 1,       # single, multi, simplified-single, random (1 d_I)
+        "optimize_subspace": 3 + 3 + 3 + (2 + 1 + 1),
+        "landscape": 1,
+        "tables": 8,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/udt-single.yaml": {
+        "prepare": 6 + 11,                   # 6 training tasks + 11 test tasks
+        "train_delta": 17 * 3 * 1 * 1,       # tasks x methods x lrs x seeds
+        "fit_subspace": 6 * 2,               # 6 categories x stage-1 lr grid {1e-5, 5e-5}
+        "optimize_subspace": 11 * 3 * 2,     # test tasks x source methods x stage-2 lr grid {1e-2, 5e-2}
+        "landscape": 1,                      # SciTail (Figure 2a)
+        "tables": 3,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/udt-multi.yaml": {
+        "prepare": 60 + 9,
+        "train_delta": 69 * 3,
+        "fit_subspace": 1,
+        "optimize_subspace": 9 * 3 * 2,
+        "landscape": 2,                      # Yelp Polarity, AI2 ARC (Figure 2b, c)
+        "tables": 3,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/udt-simplified.yaml": {
+        "prepare": 60 + 9 + 4,               # multi train (includes the single train tasks) + multi test + 4 more single test
+        "train_delta": 16 * 3,               # the 16 distinct test tasks (E_ori) x methods; no stage-0 input to the fits
+        "fit_subspace": 6 + 1,
+        "optimize_subspace": (11 + 9) * 3 * 4,  # test cells x methods x stage-2 grid {5e-2, 1e-2, 5e-3, 1e-3}
+        "tables": 4,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/udt-finetune.yaml": {
+        "prepare": 2,                        # glue-sst2, rotten_tomatoes
+        "train_delta": 1 * 4,                # rotten_tomatoes x adapter/prefix/lora/finetune
+        "fit_subspace": 1,
+        "optimize_subspace": 1 * 4 * 7,      # 1 task x 4 source methods x 7 lrs
+        "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/ipt-random.yaml": {
+        "prepare": 120 + 100,                # all tasks at seed 100 + training tasks at seed 21
+        "train_delta": 120 * 2 * 4 * 3,      # tasks x (PT, FT) x 4 lrs x 3 batch sizes
+        "fit_subspace": 5,                   # d_I in {5, 10, 50, 100, 250}
+        "optimize_subspace": 5 * (100 + 100 + 20),  # d_I x (train-same + train-diff + test)
+        "tables": 4,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/ipt-noncls.yaml": {
+        "prepare": 119 + 35,
+        "train_delta": 119 * 2 * 4 * 3,
+        "fit_subspace": 5,
+        "optimize_subspace": 5 * (35 + 35 + 41 + 43),
+        "tables": 3,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/ipt-cls.yaml": {
+        "prepare": 119 + 35,
+        "train_delta": 119 * 2 * 4 * 3,
+        "fit_subspace": 5,
+        "optimize_subspace": 5 * (35 + 35 + 8 + 76),
+        "tables": 3,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-table3.yaml": {
+        "prepare": 104 * 2,                  # tasks x (t5-lm-base, t5-lm-large)
+        "train_delta": 104 * (4 * 3 * 2 + 1 * 2),  # 4 methods x 3 lrs x 2 batch sizes + PT on 2 backbones
+        "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
+}
+
+
+def snakemake(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first "Job stats" table of a Snakemake run."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    counts = {}
+    for line in lines[start + 3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m[1]] = int(m[2])
+    return counts
+
+
+def dry_run(configfile: str) -> tuple[dict[str, int], float, float]:
+    """Job counts of `snakemake -n`, and its CPU and wall seconds.
+
+    The time limit applies to CPU seconds (user + system of the snakemake process): on an idle
+    machine that is the wall time (the dry run is single-threaded), and unlike the wall time it does
+    not grow when other jobs share the cores (a loaded CI runner or a shared workstation).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = snakemake("-n", "--quiet", "rules", "--configfile", configfile)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 0, f"snakemake -n --configfile {configfile} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return job_counts(proc.stdout + proc.stderr), cpu, wall
+
+
+def paper_configs() -> list[str]:
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "config" / "paper").glob("*.yaml"))
+
+
+def test_every_paper_config_has_expected_counts():
+    assert paper_configs() == sorted(k for k in EXPECTED if k.startswith("config/paper/"))
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/smoke.yaml"])
+def test_quickstart_and_smoke_dags(configfile):
+    counts, cpu, wall = dry_run(configfile)
+    expected = dict(EXPECTED[configfile])
+    expected["total"] = sum(expected.values())
+    assert counts == expected
+    assert cpu < DRY_RUN_LIMIT_S, f"snakemake -n took {cpu:.1f} CPU seconds ({wall:.1f} s wall)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("configfile", sorted(k for k in EXPECTED if k.startswith("config/paper/")))
+def test_paper_config_dag(configfile):
+    """The full DAG builds in seconds, with exactly the paper's design (tasks x methods x grid x seeds)."""
+    counts, cpu, wall = dry_run(configfile)
+    expected = dict(EXPECTED[configfile])
+    expected["total"] = sum(expected.values())
+    assert counts == expected
+    assert cpu < DRY_RUN_LIMIT_S, f"snakemake -n took {cpu:.1f} CPU seconds ({wall:.1f} s wall)"
+
+
+def test_paper_config_comments_state_the_counts():
+    """Each paper config's header states the per-rule counts the DAG has."""
+    for configfile, expected in EXPECTED.items():
+        if not configfile.startswith("config/paper/"):
+            continue
+        header = (REPO / configfile).read_text().split("\nexperiment:")[0]
+        for rule, n in expected.items():
+            if rule in ("report", "all"):
+                continue
+            assert re.search(rf"#\s+{rule}\s+{n}\b", header), f"{configfile}: header lacks '{rule} {n}'"
+        assert re.search(rf"total {sum(expected.values())}\b", header), f"{configfile}: header lacks the total"
+
+
+# --------------------------------------------------------------------------- bad configs
+
+
+def bad_config(tmp_path: Path, edit) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the workflow for real (not a dry run) on an edited smoke config: it must fail at parse time."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    results = tmp_path / "results"
+    config["results"] = str(results)
+    config["report"] = str(tmp_path / "report.html")
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake("--cores", "1", "--until", "prepare", "--configfile", str(path), timeout=120)
+    return proc, results
+
+
+def assert_fails_before_any_job(proc: subprocess.CompletedProcess, results: Path) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-2000:]
+    assert not results.exists(), "a job ran (results folder created) before the config error"
+    assert "Building DAG of jobs" not in output
+    return output
+
+
+def test_unknown_key_fails_with_its_path(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["stage0"]["loop"].update(stpes=5))
+    output = assert_fails_before_any_job(proc, results)
+    assert "stpes" in output
+    assert "stage0" in output and "loop" in output  # the path of the bad key
+
+
+def test_unknown_top_level_key_fails(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c.update(landscapes=[]))
+    output = assert_fails_before_any_job(proc, results)
+    assert "landscapes" in output
+
+
+def test_unknown_task_fails_with_close_matches(tmp_path):
+    def edit(c):
+        c["settings"]["single"]["groups"]["sentiment"]["test"] = ["qs-tweet-polarty"]
+
+    proc, results = bad_config(tmp_path, edit)
+    output = assert_fails_before_any_job(proc, results)
+    assert "qs-tweet-polarty" in output
+    assert "qs-tweet-polarity" in output  # the suggestion
+    assert "settings.single.groups.sentiment.test" in output
+
+
+def test_unknown_registry_split_fails(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["settings"]["multi"]["groups"]["all"].update(
+        train="quickstart/multi/trian"))
+    output = assert_fails_before_any_job(proc, results)
+    assert "trian" in output and "train" in output
+
+
+def test_unknown_method_fails_with_valid_names(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["settings"]["single"].update(methods=["adapter", "lorra"]))
+    output = assert_fails_before_any_job(proc, results)
+    assert "lorra" in output
+    for method in ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune"):
+        assert method in output
+
+
+def test_unknown_method_options_key_fails(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["methods"].update(adaptor={"r": 8}))
+    output = assert_fails_before_any_job(proc, results)
+    assert "adaptor" in output
+    assert "bitfit" in output and "finetune" in output
+
+
+def test_setting_method_without_stage0_fails(tmp_path):
+    """A joint fit decomposes stage-0 solutions: its methods must be trained in stage 0."""
+    proc, results = bad_config(tmp_path, lambda c: c["stage0"]["methods"].pop("lora"))
+    output = assert_fails_before_any_job(proc, results)
+    assert "lora" in output and "stage0.methods" in output
+
+
+def test_unknown_table_spec_fails(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["tables"].append("quickstart-stage1"))
+    output = assert_fails_before_any_job(proc, results)
+    assert "quickstart-stage1" in output and "quickstart-stage0" in output
+
+
+def test_configfile_replaces_the_quickstart(tmp_path):
+    """--configfile names a whole experiment: no quickstart key leaks into it."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    del config["landscape"]
+    config["results"] = str(tmp_path / "results")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    counts, _, _ = dry_run(str(path))
+    assert "landscape" not in counts
+
+
+def schema_keys(node, found=None):
+    """Every property name anywhere in the config schema (its $defs included)."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for key, value in (node.get("properties") or {}).items():
+            found.add(key)
+        for value in node.values():
+            schema_keys(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            schema_keys(value, found)
+    return found
+
+
+def test_docs_describe_every_config_key():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    reference = (REPO / "docs/workflow.md").read_text().split("## Config reference", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(k for k in schema_keys(schema) if f"`{k}`" not in reference)
+    assert not missing, f"docs/workflow.md (Config reference) does not describe: {missing}"
