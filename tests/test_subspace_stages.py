@@ -143,3 +143,26 @@ def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
                      "--out", str(out), *LOOP]) == 0
         row = pd.read_parquet(out / "result.parquet").iloc[0]
         assert (row.stage, row.subset, row.d_intrinsic) == ("ist", "test", 3)
+
+
+def test_finetuning_joins_the_shared_subspace_through_fastfood(pipeline, tmp_path):
+    """unified-dt §2.6: fine-tuning's decoder is θ0 + Fastfood(I), never a dense y × |θ| map."""
+    from deltaspace.subspace.fastfood import FastfoodProjection
+    from deltaspace.subspace.runtime import build_runtimes
+    from deltaspace.subspace.store import attach_theta0
+
+    out = tmp_path / "ft"
+    assert main(["fit-subspace", "--mode", "shared", "--backbone", "tiny-bert", "--methods", "adapter,finetune",
+                 "--set", "adapter.r=4", "--y", "3", "--train-data", *map(str, pipeline["train"]), "--lr", "0.01",
+                 "--steps", "4", "--eval-every", "2", "--optimizer", "adamw", "--out", str(out), *LOOP]) == 0
+    decoders, meta = load_subspace(out)
+    assert isinstance(decoders["finetune"], FastfoodProjection) and meta["decoders"]["finetune"]["kind"] == "fastfood"
+    runtimes = build_runtimes("tiny-bert", ["finetune"], {}, 0)
+    attach_theta0(decoders, runtimes)
+    assert torch.equal(decoders["finetune"](torch.zeros(3)), runtimes["finetune"].delta.init(0))
+    opt = tmp_path / "opt"
+    assert main(["optimize-subspace", "--subspace", str(out), "--method", "finetune", "--data",
+                 str(pipeline["unseen"]), "--lr", "0.1", "--steps", "2", "--eval-every", "2", "--optimizer", "adamw",
+                 "--out", str(opt), *LOOP]) == 0
+    rows = pd.read_parquet(opt / "result.parquet")
+    assert set(zip(rows.stage, rows.target_method)) == {("optimize", "finetune"), ("transfer", "adapter")}

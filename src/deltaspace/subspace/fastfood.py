@@ -136,7 +136,7 @@ class FastfoodProjection(nn.Module):
         shapes = [blocks] if isinstance(blocks, int) else list(blocks)
         sizes = [s if isinstance(s, int) else math.prod(s) for s in shapes]
         generator = torch.Generator().manual_seed(seed)
-        self.d = d
+        self.d, self.seed, self.sizes = d, seed, sizes  # enough to rebuild it (with G from a checkpoint)
         self.blocks = nn.ModuleList(FastfoodBlock(size, d, generator) for size in sizes)
         self.size = sum(sizes)
         if theta0 is not None and theta0.shape != (self.size,):

@@ -17,7 +17,7 @@ from ..train.stage0 import check_backbone_matches, load_theta
 from .runtime import best_stage0, build_runtimes, task_streams
 from .projectors import RandomPromptSubspace
 from .stages import PROMPT_MODES, FitObjective, IntrinsicObjective
-from .store import load_subspace, save_subspace, save_vectors
+from .store import attach_theta0, load_subspace, save_subspace, save_vectors
 
 
 def _row(base: dict, config: dict, started: float, **values) -> dict:
@@ -97,6 +97,7 @@ def optimize_subspace(subspace: str | Path, method: str, data_dir: str | Path, c
     task = load_task_data(data_dir)
     check_backbone_matches(task, meta["backbone"])
     runtimes = build_runtimes(meta["backbone"], list(decoders), meta["options"], cfg.seed)
+    attach_theta0(decoders, runtimes)
     objective = IntrinsicObjective(method, decoders, runtimes, task, meta["y"], cfg.seed, eval_batch_size)
     bb = runtimes[method].backbone
     stream = BatchStream(split_rows(task, "train"), cfg.batch_size, cfg.seed, bb.tokenizer.pad_token_id, bb.kind)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..train.batching import TaskData, split_rows
 from ..train.loop import device
+from .fastfood import FastfoodProjection
 from .projectors import (IntrinsicVector, JointDecomposition, PromptAutoEncoder, SharedVectorSubspace,
                          up_projections)
 from .runtime import MethodRuntime
@@ -22,6 +23,18 @@ from .runtime import MethodRuntime
 MODES = ("joint", "shared", "msf", "random")
 #: Modes whose subspace is IPT's prompt decoder; IPT calls their stages MSF and IST.
 PROMPT_MODES = ("msf", "random")
+
+
+def shared_projections(runtimes: dict[str, MethodRuntime], y: int, seed: int) -> dict[str, nn.Module]:
+    """Proj↑ per delta method; fine-tuning gets θ0 + Fastfood(I) with a trainable G instead
+    (unified-dt §2.6): a dense y × 222M map is what Fastfood exists to avoid."""
+    linear = up_projections({m: rt.delta.size for m, rt in runtimes.items() if m != "finetune"}, y, seed)
+    if "finetune" not in runtimes:
+        return linear
+    delta = runtimes["finetune"].delta
+    fastfood = FastfoodProjection(y, [slot.shape for slot in delta.manifest], seed=seed, trainable_G=True,
+                                  theta0=delta.init(seed))
+    return {**linear, "finetune": fastfood}
 
 
 class FitObjective:
@@ -32,13 +45,15 @@ class FitObjective:
                  lr_vector: float | None, eval_batch_size: int) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if "finetune" in runtimes and mode != "shared":
+            raise ValueError("fine-tuning joins a subspace only in --mode shared (θ0 + Fastfood(I), unified-dt §2.6)")
         self.mode, self.runtimes, self.tasks = mode, runtimes, tasks
         self.recon_weight, self.lr_vector, self.eval_batch_size = recon_weight, lr_vector, eval_batch_size
         sizes = {m: rt.delta.size for m, rt in runtimes.items()}
         if mode == "joint":
             self.module: nn.Module = JointDecomposition(sizes, y, seed)
         elif mode == "shared":
-            self.module = SharedVectorSubspace(len(tasks), y, up_projections(sizes, y, seed), seed)
+            self.module = SharedVectorSubspace(len(tasks), y, shared_projections(runtimes, y, seed), seed)
         else:
             (method, rt), = runtimes.items()
             n, d = rt.delta.manifest[0].shape

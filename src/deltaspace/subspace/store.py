@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from ..io import atomic_write, write_json
+from .fastfood import FastfoodProjection
 from .projectors import PromptDecoder, UpProjection
 
 
 def describe_decoder(decoder: nn.Module) -> dict:
     if isinstance(decoder, UpProjection):
         return {"kind": "linear", "size": decoder.size, "y": decoder.y}
+    if isinstance(decoder, FastfoodProjection):
+        return {"kind": "fastfood", "d": decoder.d, "sizes": decoder.sizes, "seed": decoder.seed}
     if isinstance(decoder, PromptDecoder):
         return {"kind": "prompt_decoder", "d_intrinsic": decoder.hidden.in_features,
                 "hidden": decoder.hidden.out_features, "size": decoder.output.out_features}
@@ -28,6 +31,9 @@ def describe_decoder(decoder: nn.Module) -> dict:
 def build_decoder(info: dict) -> nn.Module:
     if info["kind"] == "linear":
         return UpProjection(info["size"], info["y"])
+    if info["kind"] == "fastfood":
+        # θ0 (the backbone's own weights) is not stored: attach it with `attach_theta0`.
+        return FastfoodProjection(info["d"], info["sizes"], seed=info["seed"])
     # A prompt decoder's output is the flat n·d prompt; n and d only matter through their product.
     return PromptDecoder(1, info["size"], info["d_intrinsic"], info["hidden"])
 
@@ -57,6 +63,13 @@ def load_subspace(folder: str | Path) -> tuple[dict[str, nn.Module], dict]:
         decoder.load_state_dict({k[len(method) + 1:]: v for k, v in tensors.items() if k.startswith(method + ".")})
         decoders[method] = decoder.requires_grad_(False)
     return decoders, meta
+
+
+def attach_theta0(decoders: dict[str, nn.Module], runtimes: dict) -> None:
+    """Give each Fastfood decoder θ0, fine-tuning's pre-trained weights, so it decodes θ0 + offset."""
+    for method, decoder in decoders.items():
+        if isinstance(decoder, FastfoodProjection):
+            decoder.theta0 = runtimes[method].delta.init(0).to(decoder.blocks[0].G.device)
 
 
 def save_vectors(out: Path, vectors: dict[str, torch.Tensor]) -> None:
