@@ -109,6 +109,8 @@ def main() -> None:
 
     class LabelHeadTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            inputs["label"] = inputs.pop("labels")  # the default collator renames label → labels
             return label_head_loss(model, inputs, label_ids)
 
     class Rows(torch.utils.data.Dataset):
