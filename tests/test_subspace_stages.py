@@ -166,3 +166,22 @@ def test_finetuning_joins_the_shared_subspace_through_fastfood(pipeline, tmp_pat
                  "--out", str(opt), *LOOP]) == 0
     rows = pd.read_parquet(opt / "result.parquet")
     assert set(zip(rows.stage, rows.target_method)) == {("optimize", "finetune"), ("transfer", "adapter")}
+
+
+def test_optimize_picks_the_best_fit_of_an_lr_grid(pipeline, tmp_path):
+    """Given several fit folders (stage 1's LR grid), the best mean dev of decoded θ̄ is used."""
+    import shutil
+
+    from deltaspace.subspace.run import best_subspace
+
+    worse = tmp_path / "worse"
+    shutil.copytree(pipeline["sub"], worse)
+    rows = pd.read_parquet(worse / "result.parquet")
+    rows.assign(dev_metric=rows.dev_metric - 10).to_parquet(worse / "result.parquet", index=False)
+    assert best_subspace([worse, pipeline["sub"]]) == pipeline["sub"]
+    assert best_subspace([pipeline["sub"], worse]) == pipeline["sub"]
+    out = tmp_path / "opt"
+    assert main(["optimize-subspace", "--subspace", str(worse), str(pipeline["sub"]), "--method", "lora",
+                 "--data", str(pipeline["unseen"]), "--lr", "0.1", "--steps", "2", "--eval-every", "2",
+                 "--out", str(out), *LOOP]) == 0
+    assert (out / "result.parquet").exists()

@@ -45,6 +45,7 @@ _T5_BASE = dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_laye
 _T5_LARGE = dict(_T5_BASE, d_model=1024, d_ff=4096, num_layers=24, num_decoder_layers=24, num_heads=16)
 # LM-adapted T5 v1.1: same shapes as t5-base except the gated FFN (unified-dt notes, section 6.20).
 _T5_LM_BASE = dict(_T5_BASE, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+_T5_LM_LARGE = dict(_T5_LARGE, d_ff=2816, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 _BART_BASE = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
                   decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
                   max_position_embeddings=1024)
@@ -80,6 +81,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("t5-base", "t5", SEQ2SEQ, "google-t5/t5-base", _T5_BASE),
         BackboneSpec("t5-large", "t5", SEQ2SEQ, "google-t5/t5-large", _T5_LARGE),
         BackboneSpec("t5-lm-base", "t5", SEQ2SEQ, "google/t5-base-lm-adapt", _T5_LM_BASE),
+        BackboneSpec("t5-lm-large", "t5", SEQ2SEQ, "google/t5-large-lm-adapt", _T5_LM_LARGE),
         BackboneSpec("bart-base", "bart", SEQ2SEQ, "facebook/bart-base", _BART_BASE),
         BackboneSpec("bart-large", "bart", SEQ2SEQ, "facebook/bart-large", _BART_LARGE),
         BackboneSpec("roberta-base", "roberta", ENCODER, "FacebookAI/roberta-base", _ROBERTA_BASE),

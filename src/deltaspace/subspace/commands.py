@@ -77,7 +77,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_fit)
 
     p = subparsers.add_parser("optimize-subspace", help="stages 2-3: tune an intrinsic vector, transfer it")
-    p.add_argument("--subspace", required=True, help="folder written by fit-subspace")
+    p.add_argument("--subspace", required=True, nargs="+",
+                   help="folder(s) written by fit-subspace (an LR grid: the best on dev is used)")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--data", required=True, help="prepared folder of an unseen task")
     p.add_argument("--subset", default="", help="the task's role, recorded in the results (IPT: train-same, "
@@ -87,7 +88,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_optimize)
 
     p = subparsers.add_parser("landscape", help="performance landscape around the subspace solutions")
-    p.add_argument("--subspace", required=True)
+    p.add_argument("--subspace", required=True, nargs="+", help="fit-subspace folder(s); the best on dev is used")
     p.add_argument("--intrinsic", nargs="+", required=True, help="optimize-subspace folders (best per method used)")
     p.add_argument("--data", required=True)
     p.add_argument("--stage0", nargs="*", help="stage-0 folders of the task, for E_PET")

@@ -86,11 +86,24 @@ def random_prompt_subspace(backbone: str, options: dict[str, dict], y: int, seed
     return result
 
 
-def optimize_subspace(subspace: str | Path, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
+def best_subspace(folders: list[str | Path]) -> Path:
+    """Of several fits (a stage-1 LR grid), the one whose decoded θ̄ score best on the training
+    tasks' dev sets (mean over tasks and methods), as unified-dt selects stage 1 by dev."""
+    folders = sorted(Path(f) for f in folders)
+    if len(folders) == 1:
+        return folders[0]
+    def mean_dev(folder: Path) -> float:
+        result = pd.read_parquet(folder / "result.parquet")
+        return float(result.dev_metric.mean()) if len(result) else float("-inf")
+    return max(folders, key=mean_dev)  # ties keep the first in sorted order
+
+
+def optimize_subspace(subspace: str | Path | list, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
                       experiment: str, setting: str, subset: str = "", eval_batch_size: int = 32,
                       progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
     """Stages 2 and 3: train an intrinsic vector for ``method``; report it decoded by every method."""
     started, out = time.perf_counter(), Path(out)
+    subspace = best_subspace(subspace if isinstance(subspace, list) else [subspace])
     decoders, meta = load_subspace(subspace)
     if method not in decoders:
         raise ValueError(f"{subspace}: the subspace has no method {method!r}; it has {', '.join(decoders)}")
@@ -138,7 +151,7 @@ def best_intrinsic(folders: list[str | Path]) -> dict[str, tuple[torch.Tensor, f
     return best
 
 
-def landscape(subspace: str | Path, intrinsic: list[str], data_dir: str | Path, out: str | Path, *, lo: float,
+def landscape(subspace: str | Path | list, intrinsic: list[str], data_dir: str | Path, out: str | Path, *, lo: float,
               hi: float, step: float, split: str, max_examples: int | None, stage0: list[str], experiment: str,
               setting: str, seed: int = 42, eval_batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
     """The performance landscape around the three methods' subspace solutions (unified-dt §2.7)."""
@@ -147,7 +160,7 @@ def landscape(subspace: str | Path, intrinsic: list[str], data_dir: str | Path, 
     from .landscape import grid, grid_points, landscape_axes, plot_landscape, relative_landscape
 
     started, out = time.perf_counter(), Path(out)
-    decoders, meta = load_subspace(subspace)
+    decoders, meta = load_subspace(best_subspace(subspace if isinstance(subspace, list) else [subspace]))
     solutions = best_intrinsic(intrinsic)
     needed = ("adapter", "prefix", "lora")
     missing = [m for m in needed if m not in solutions or m not in decoders]
