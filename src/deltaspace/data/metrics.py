@@ -180,35 +180,38 @@ def rouge_l_f(prediction: str, reference: str) -> float:
     pred, ref = _rouge_tokens(prediction), _rouge_tokens(reference)
     if not pred or not ref:
         return 0.0
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
+    return _overlap_f1(_lcs_length(pred, ref), len(pred), len(ref))
+
+
+def _overlap_f1(overlap: int, n_pred: int, n_ref: int) -> float:
+    """F1 of an overlap count between a prediction and a reference (LCS or shared tokens)."""
+    if overlap == 0:
         return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
+    precision, recall = overlap / n_pred, overlap / n_ref
     return 2 * precision * recall / (precision + recall)
+
+
+def _best_reference_mean(score, predictions: Sequence[str], references: References) -> float:
+    """Mean over examples of the best ``score(prediction, reference)`` over its references, x100."""
+    _check(predictions, references)
+    total = sum(max(score(p, r) for r in refs) for p, refs in zip(predictions, references))
+    return 100.0 * total / len(predictions)
 
 
 def rouge_l(predictions: Sequence[str], references: References) -> float:
     """Mean over examples of the best Rouge-L F1 against any reference, x100."""
-    _check(predictions, references)
-    total = sum(max(rouge_l_f(p, r) for r in refs) for p, refs in zip(predictions, references))
-    return 100.0 * total / len(predictions)
+    return _best_reference_mean(rouge_l_f, predictions, references)
 
 
 def token_f1(prediction: str, reference: str) -> float:
     """SQuAD token-overlap F1 of one prediction against one reference, on 0-1."""
     pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _overlap_f1(sum((Counter(pred) & Counter(ref)).values()), len(pred), len(ref))
 
 
 def qa_f1(predictions: Sequence[str], references: References) -> float:
     """Mean over examples of the best SQuAD token F1 against any reference (QA-F1), x100."""
-    _check(predictions, references)
-    total = sum(max(token_f1(p, r) for r in refs) for p, refs in zip(predictions, references))
-    return 100.0 * total / len(predictions)
+    return _best_reference_mean(token_f1, predictions, references)
 
 
 METRICS: dict[str, Callable[[Sequence[str], References], float]] = {

@@ -24,7 +24,6 @@ class FamilyTargets:
     all_linear: str  # LoRA targets="all", PA, DoRA, SAM-PARSER...: Q, K, V, attention output, FFN up and down
     ffn_out: str  # PAdapter (Pfeiffer): the output projection of every FFN sub-layer only
     key_value_ffn_up: str  # (IA)³, SSL, SSB: key, value and the FFN up-projection
-    ffn_down: str  # (IA)³ with ffn="down-input": the FFN down-projection (its input is the activation)
 
 
 _BERT_LIKE = FamilyTargets(
@@ -37,7 +36,6 @@ _BERT_LIKE = FamilyTargets(
                r"|output\.dense)",
     ffn_out=r".*\.layer\.\d+\.output\.dense",
     key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key|value)|intermediate\.dense)",
-    ffn_down=r".*\.layer\.\d+\.output\.dense",
 )
 
 TARGETS: dict[str, FamilyTargets] = {
@@ -51,7 +49,6 @@ TARGETS: dict[str, FamilyTargets] = {
         ffn_out=r".*\.DenseReluDense\.wo",
         # the gated FFN (T5 v1.1) has two up-projections; the linear branch wi_1 is the one to scale
         key_value_ffn_up=r".*\.((SelfAttention|EncDecAttention)\.(k|v)|DenseReluDense\.(wi|wi_1))",
-        ffn_down=r".*\.DenseReluDense\.wo",
     ),
     "bart": FamilyTargets(
         query_value=r".*\.(self_attn|encoder_attn)\.(q_proj|v_proj)",
@@ -62,7 +59,6 @@ TARGETS: dict[str, FamilyTargets] = {
         all_linear=r".*\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|layers\.\d+\.(fc1|fc2))",
         ffn_out=r".*\.layers\.\d+\.fc2",
         key_value_ffn_up=r".*\.((self_attn|encoder_attn)\.(k_proj|v_proj)|layers\.\d+\.fc1)",
-        ffn_down=r".*\.layers\.\d+\.fc2",
     ),
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,
@@ -76,7 +72,6 @@ TARGETS: dict[str, FamilyTargets] = {
                    r"|intermediate\.dense|output\.dense)",
         ffn_out=_BERT_LIKE.ffn_out,
         key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key_proj|value_proj)|intermediate\.dense)",
-        ffn_down=_BERT_LIKE.ffn_down,
     ),
 }
 
