@@ -9,6 +9,7 @@
 # (docs/contracts.md), never inline Python.
 
 import copy
+import re
 
 from snakemake.utils import min_version, validate
 
@@ -40,7 +41,8 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     backbone=NAME,
     task=NAME,
-    method="|".join(METHODS),
+    method="|".join(re.escape(m) for m in METHODS),
+    source=NAME,
     run=RUN_PATTERN,
     dseed=r"[0-9]+",
     setting=NAME,
@@ -54,6 +56,9 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/delta.smk"
 include: "workflow/rules/subspace.smk"
 include: "workflow/rules/landscape.smk"
+include: "workflow/rules/task_transfer.smk"
+include: "workflow/rules/efficiency.smk"
+include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
 

@@ -29,21 +29,29 @@ pytest.importorskip("snakemake")
 EXPECTED = {
     "config/config.yaml": {
         "prepare": 9,                        # the 9 quickstart tasks, data seed 100
-        "train_delta": 9 * 3 + 4 * 1,        # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt; 1 lr, 1 seed
+        "train_delta": 9 * 3 + 4 * 1 + 3 * 2 + 2 * 4,  # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt
+                                             # + 3 tasks x bitfit/finetune + 2 tasks x 4 composites; 1 lr, 1 seed
         "fit_subspace": 2 + 1 + 2 + 1 * 2,   # single 2 groups, multi 1, simplified-single 2, random 1 group x 2 d_I
         "optimize_subspace": 4 * 3 + 3 * 3 + 2 * 3 + 2 * (2 + 2),  # single, multi, simplified, random (train-same + test)
         "landscape": 1,
-        "tables": 8,
+        "task_transfer": 2 * 3 * 2,          # adapter, lora x 3 sources x 2 targets
+        "efficiency": 5,                     # 5 methods on MiniLM
+        "synthetic_mpc": 1,
+        "tables": 16,
         "report": 1,
         "all": 1,
     },
     "config/smoke.yaml": {
         "prepare": 3 + 1,                    # 3 tasks at seed 100, 1 at seed 21 (IPT T_train^diff)
-        "train_delta": 3 * 4,                # 3 tasks x 4 methods x 1 lr x 1 seed
+        "train_delta": 3 * 4 + 4,            # 3 tasks x 4 methods x 1 lr x 1 seed + bitfit, a composite,
+                                             # a sequential stage and the classifier head on one task
         "fit_subspace": 1 + 1 + 1 + 1,       # single, multi, simplified-single, random (1 d_I)
         "optimize_subspace": 3 + 3 + 3 + (2 + 1 + 1),
         "landscape": 1,
-        "tables": 8,
+        "task_transfer": 2,
+        "efficiency": 1,
+        "synthetic_mpc": 1,
+        "tables": 14,
         "report": 1,
         "all": 1,
     },
@@ -115,7 +123,56 @@ EXPECTED = {
     "config/paper/survey-table3.yaml": {
         "prepare": 104 * 2,                  # tasks x (t5-lm-base, t5-lm-large)
         "train_delta": 104 * (4 * 3 * 2 + 1 * 2),  # 4 methods x 3 lrs x 2 batch sizes + PT on 2 backbones
+        "tables": 2,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-combination-full.yaml": {
+        "prepare": 8,                        # 8 GLUE tasks
+        "train_delta": 8 * 8 * 4 * 3 + 15 * 3,  # tasks x (7 patterns + FT) x 4 lrs x 3 seeds + SST-2 x 15 sequential stages x 3 seeds
+        "tables": 2,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-combination-fewshot.yaml": {
+        "prepare": 8,
+        "train_delta": 8 * 7 * 4 * 5,        # tasks x 7 patterns x 4 lrs (Table 8) x 5 seeds
         "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-combination-t5.yaml": {
+        "prepare": 8,
+        "train_delta": 8 * 7 * 4 * 3,
+        "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-scale.yaml": {
+        "prepare": 3 * 3,                    # tasks x T5 sizes
+        "train_delta": 3 * 6 * 3,            # tasks x methods x T5 sizes, 1 lr, 1 seed
+        "tables": 2,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-transfer.yaml": {
+        "prepare": 12,
+        "train_delta": 12 * (3 * 3 * 2 + 1),  # tasks x (PF, LR, AP over 3 lrs x 2 batch sizes + PT)
+        "task_transfer": 4 * 12 * 11,        # methods x sources x targets
+        "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/survey-efficiency.yaml": {
+        "efficiency": 3 * 6,                 # T5 sizes x methods
+        "tables": 2,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/decomposition-glue.yaml": {
+        "prepare": 8 * 3,                    # GLUE tasks x backbones
+        "train_delta": 8 * (6 + 12 * 4) * 3 * 5,  # tasks x (rank-free + rows x ranks) x backbones x 5 seeds
+        "tables": 3,
         "report": 1,
         "all": 1,
     },
@@ -258,9 +315,33 @@ def test_unknown_registry_split_fails(tmp_path):
 def test_unknown_method_fails_with_valid_names(tmp_path):
     proc, results = bad_config(tmp_path, lambda c: c["settings"]["single"].update(methods=["adapter", "lorra"]))
     output = assert_fails_before_any_job(proc, results)
-    assert "lorra" in output
-    for method in ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune"):
-        assert method in output
+    assert "lorra" in output and "settings.single.methods[1]" in output
+    for method in yaml.safe_load((REPO / "config/smoke.yaml").read_text())["methods"]:
+        assert method in output  # the configured instances
+    assert "did you mean lora" in output
+
+
+def test_unknown_composite_component_fails_with_valid_names(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["methods"].update({"prompt+bitfitt": {}}))
+    output = assert_fails_before_any_job(proc, results)
+    assert "bitfitt" in output and "methods.prompt+bitfitt" in output
+    assert "did you mean bitfit" in output and "sam-parser" in output  # the registry's names
+
+
+def test_sequential_init_from_loop_fails(tmp_path):
+    def edit(c):
+        c["methods"].update({"seq-a": {"method": "adapter"}, "seq-b": {"method": "bitfit"}})
+        c["stage0"]["methods"].update({"seq-a": {"init_from": "seq-b"}, "seq-b": {"init_from": "seq-a"}})
+
+    proc, results = bad_config(tmp_path, edit)
+    output = assert_fails_before_any_job(proc, results)
+    assert "init_from" in output and "loops" in output
+
+
+def test_subspace_stages_refuse_stage0_only_loop_keys(tmp_path):
+    proc, results = bad_config(tmp_path, lambda c: c["settings"]["single"]["fit"]["loop"].update(epochs=3))
+    output = assert_fails_before_any_job(proc, results)
+    assert "settings.single.fit.loop.epochs" in output
 
 
 def test_unknown_method_options_key_fails(tmp_path):
@@ -313,3 +394,73 @@ def test_docs_describe_every_config_key():
     reference = (REPO / "docs/workflow.md").read_text().split("## Config reference", 1)[1].split("\n## ", 1)[0]
     missing = sorted(k for k in schema_keys(schema) if f"`{k}`" not in reference)
     assert not missing, f"docs/workflow.md (Config reference) does not describe: {missing}"
+
+
+# --------------------------------------------------------------------------- command lines of paper jobs
+
+
+def job_commands(configfile: str, target: str) -> list[str]:
+    """The `deltaspace` command lines of a target's jobs, from a forced dry run with -p."""
+    proc = snakemake("-n", "--forceall", "-p", "--configfile", configfile, "--", target)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [line.split("Shell command: ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith("Shell command: deltaspace")]
+
+
+@pytest.mark.slow
+def test_decomposition_instance_runs_its_delta_and_records_the_table_row():
+    """hadapter-r4 on RTE: the registry's adapter at bottleneck 16, the Table VI lr/epochs of RTE, the
+    classifier head, and the row name and rank the table specs match on."""
+    run = "results/decomposition/stage0/roberta-large/glue-rte/hadapter-r4/lr0.0012_seed3"
+    [train] = [c for c in job_commands("config/paper/decomposition-glue.yaml", f"{run}/result.parquet")
+               if c.startswith("deltaspace train")]
+    for piece in ("--method adapter", "--set r=16", "--set placement=sublayers", "--lr 0.0012", "--seed 3",
+                  "--epochs 50", "--warmup-steps 200", "--head classifier", "--record method=hadapter",
+                  "--record rank=4", "--backbone roberta-large"):
+        assert piece in train, (piece, train)
+    assert "--steps" not in train  # epochs replace the shared step budget
+    assert train.count("--record method=") == 1
+
+
+@pytest.mark.slow
+def test_sequential_stage_starts_from_the_previous_stage_at_the_same_seed():
+    run = "results/survey-combination-full/stage0/roberta-large/glue-sst2/seq-p-b-a/lr1e-05_seed42"
+    commands = job_commands("config/paper/survey-combination-full.yaml", f"{run}/result.parquet")
+    [last] = [c for c in commands if f"--out {run}" in c]
+    assert "--method prompt+bitfit+adapter" in last and "--set adapter.r=64" in last
+    init = last.split("--init-from ", 1)[1].split(" > ")[0].split()
+    assert init == ["results/survey-combination-full/stage0/roberta-large/glue-sst2/seq-p-b/lr0.0001_seed42"]
+    assert "--batch-size 64" in last and "--record sequence=p-b-a" in last
+    # the whole chain is planned: P, then P+B, then P+B+A, each at seed 42
+    assert any("seq-p/lr0.01_seed42" in c and "--method prompt " in c for c in commands)
+
+
+def test_decomposition_config_matches_the_paper_rows():
+    """Every method instance of decomposition-glue.yaml is a row x rank of the ‰Params table code
+    (src/deltaspace/decomposition/paper.py), with the same delta and options."""
+    from deltaspace.decomposition.paper import RANKS, ROWS
+
+    methods = yaml.safe_load((REPO / "config/paper/decomposition-glue.yaml").read_text())["methods"]
+    seen = {"finetune"}
+    for row in ROWS:
+        if row.label == "LoRA + MPCn":
+            continue  # = PA: one run, two table rows
+        for group in (range(len(RANKS)) if row.sizes is not None else [None]):
+            matches = [(name, spec) for name, spec in methods.items() if (spec or {}).get("method", name) == row.method
+                       and {k: v for k, v in (spec or {}).items() if k not in ("method", "record")} ==
+                       row.options_at(group)]
+            assert len(matches) == 1, (row.label, group, matches)
+            name, spec = matches[0]
+            if group is not None:
+                assert spec["record"]["rank"] == RANKS[group]
+            seen.add(name)
+    assert seen == set(methods)
+
+
+def test_workflow_knows_the_registry_methods():
+    """common.smk lists the registry's methods (it cannot import torch at parse time)."""
+    from deltaspace.deltas.registry import METHODS
+
+    text = (REPO / "workflow/rules/common.smk").read_text()
+    listed = re.search(r"REGISTRY_METHODS = \(([^)]*)\)", text)[1]
+    assert set(re.findall(r'"([a-z0-9-]+)"', listed)) == set(METHODS)

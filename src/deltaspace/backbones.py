@@ -46,6 +46,13 @@ _T5_LARGE = dict(_T5_BASE, d_model=1024, d_ff=4096, num_layers=24, num_decoder_l
 # LM-adapted T5 v1.1: same shapes as t5-base except the gated FFN (unified-dt notes, section 6.20).
 _T5_LM_BASE = dict(_T5_BASE, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 _T5_LM_LARGE = dict(_T5_LARGE, d_ff=2816, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+# The survey's scale and memory studies (sections 5.3, Figure 9) also use T5-small, T5-XL and T5-XXL.
+_T5_SMALL = dict(_T5_BASE, d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8)
+_T5_3B = dict(_T5_BASE, d_model=1024, d_ff=16384, d_kv=128, num_layers=24, num_decoder_layers=24, num_heads=32)
+_T5_11B = dict(_T5_3B, d_ff=65536, num_heads=128)
+_T5_LM_SMALL = dict(_T5_LM_BASE, d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6)
+_T5_LM_XL = dict(_T5_LM_BASE, d_model=2048, d_ff=5120, num_layers=24, num_decoder_layers=24, num_heads=32)
+_T5_LM_XXL = dict(_T5_LM_XL, d_model=4096, d_ff=10240, num_heads=64)
 _BART_BASE = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
                   decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
                   max_position_embeddings=1024)
@@ -82,6 +89,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("t5-large", "t5", SEQ2SEQ, "google-t5/t5-large", _T5_LARGE),
         BackboneSpec("t5-lm-base", "t5", SEQ2SEQ, "google/t5-base-lm-adapt", _T5_LM_BASE),
         BackboneSpec("t5-lm-large", "t5", SEQ2SEQ, "google/t5-large-lm-adapt", _T5_LM_LARGE),
+        BackboneSpec("t5-small", "t5", SEQ2SEQ, "google-t5/t5-small", _T5_SMALL),
+        BackboneSpec("t5-3b", "t5", SEQ2SEQ, "google-t5/t5-3b", _T5_3B),
+        BackboneSpec("t5-11b", "t5", SEQ2SEQ, "google-t5/t5-11b", _T5_11B),
+        BackboneSpec("t5-lm-small", "t5", SEQ2SEQ, "google/t5-small-lm-adapt", _T5_LM_SMALL),
+        BackboneSpec("t5-lm-xl", "t5", SEQ2SEQ, "google/t5-xl-lm-adapt", _T5_LM_XL),
+        BackboneSpec("t5-lm-xxl", "t5", SEQ2SEQ, "google/t5-xxl-lm-adapt", _T5_LM_XXL),
         BackboneSpec("bart-base", "bart", SEQ2SEQ, "facebook/bart-base", _BART_BASE),
         BackboneSpec("bart-large", "bart", SEQ2SEQ, "facebook/bart-large", _BART_LARGE),
         BackboneSpec("roberta-base", "roberta", ENCODER, "FacebookAI/roberta-base", _ROBERTA_BASE),

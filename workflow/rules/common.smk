@@ -17,7 +17,14 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-METHODS = ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune")
+# The registry's delta methods (src/deltaspace/deltas/registry.py; tests/test_workflow.py checks the two
+# lists agree). Listed here because importing the registry would import torch at parse time. A
+# composite method joins registry names with "+" (prompt+bitfit+adapter: survey section 5.2).
+REGISTRY_METHODS = ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune", "lora-mpco", "lora-mpcd",
+                    "lora-mpcn", "parallel-adapter", "trilora", "flora", "adalora", "dora", "ssl", "ssb", "ia3",
+                    "sam-parser", "last-layer", "selective")
+# Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
+INSTANCE_KEYS = ("method", "record")
 MODES_NEEDING_STAGE0 = ("joint", "msf")  # they decompose the training tasks' stage-0 solutions
 LANDSCAPE_METHODS = ("adapter", "prefix", "lora")  # the three solutions of unified-dt Figure 2
 TASKS_DIR = Path("config/tasks")
@@ -34,7 +41,10 @@ LOOP_FLAGS = {  # config key -> command-line flag of the training-like commands
     "weight_decay": "--weight-decay",
     "max_grad_norm": "--max-grad-norm",
     "eval_batch_size": "--eval-batch-size",
+    "epochs": "--epochs",
+    "patience": "--patience",
 }
+STAGE0_ONLY_LOOP_KEYS = ("epochs", "patience")  # deltaspace train has them; the subspace commands do not
 DATA_FLAGS = {
     "k": "--k",
     "max_train": "--max-train",
@@ -52,6 +62,7 @@ RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0, "dis
 RUN_PATTERN = r"lr[0-9.eE+-]+(?:_bs[0-9]+)?_seed[0-9]+"
 RUN_RE = re.compile(r"^lr(?P<lr>[0-9.eE+-]+?)(?:_bs(?P<bs>[0-9]+))?_seed(?P<seed>[0-9]+)$")
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+METHOD_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"  # a method instance may be a composite, a+b
 
 def config_error(path, message):
     return WorkflowError(f"config error at {path}: {message}")
@@ -171,19 +182,35 @@ def parse_run(run):
     return num(m["lr"]), (int(m["bs"]) if m["bs"] else None), int(m["seed"])
 
 
+def check_registry_method(method, path):
+    """A registry method name, or a composite a+b+c of distinct registry names."""
+    parts = method.split("+")
+    for part in parts:
+        if part not in REGISTRY_METHODS:
+            raise config_error(path, f"unknown delta method {part!r}{suggest(part, REGISTRY_METHODS)}; methods: "
+                                     f"{', '.join(REGISTRY_METHODS)} (or a composite such as prompt+bitfit+adapter)")
+    if len(set(parts)) != len(parts):
+        raise config_error(path, f"composite method {method!r} repeats a component")
+
+
 def check_method(method, path):
-    if method not in METHODS:
-        raise config_error(path, f"unknown method {method!r}{suggest(method, METHODS)}; methods: {', '.join(METHODS)}")
+    """A method instance: a key of `methods:` (its delta is the entry's `method:`, default the key)."""
     if method not in METHOD_OPTIONS:
-        raise config_error(path, f"method {method!r} has no entry under `methods:` (give it `{method}: {{}}` for "
-                                 f"its defaults)")
+        known = ", ".join(METHOD_OPTIONS)
+        raise config_error(path, f"method {method!r} has no entry under `methods:` (configured: {known}; add "
+                                 f"`{method}: {{}}` for a registry method's defaults){suggest(method, METHOD_OPTIONS)}")
 
 
-def stage_block(block, path, need_grid=True):
+def stage_block(block, path, need_grid=True, stage0=False):
     block = block or {}
     if need_grid and "grid" not in block:
         raise config_error(path, "needs a `grid:` with at least `lr: [...]`")
-    return {"grid": block.get("grid"), "seeds": list(block.get("seeds") or DEFAULT_SEEDS), "loop": dict(block.get("loop") or {})}
+    loop = dict(block.get("loop") or {})
+    if not stage0:
+        for key in STAGE0_ONLY_LOOP_KEYS:
+            if key in loop:
+                raise config_error(f"{path}.loop.{key}", "only stage 0 (deltaspace train) takes this; give `steps`")
+    return {"grid": block.get("grid"), "seeds": list(block.get("seeds") or DEFAULT_SEEDS), "loop": loop}
 
 
 EXPERIMENT = config["experiment"]
@@ -207,25 +234,81 @@ BACKBONE = backbone_key(config["backbone"], "backbone")
 DATA = dict(config.get("data") or {})
 DSEED = int(DATA.get("seed", 100))
 PAPER = config.get("paper")
-METHOD_OPTIONS = {m: dict(opts or {}) for m, opts in config["methods"].items()}
-for _m in METHOD_OPTIONS:
-    check_method(_m, f"methods.{_m}")
+# Method instances: the keys of `methods:`. An instance runs the registry (or composite) method named
+# by its `method:` (default: the key itself) with the other keys as options, and its results carry
+# the `record:` columns (e.g. hadapter-r2 runs `adapter` at r=8 and records method=hadapter, rank=2,
+# the names the decomposition table specs match on). Results and folders use the instance name.
+METHOD_OPTIONS, METHOD_OF, METHOD_RECORD = {}, {}, {}
+for _m, _opts in config["methods"].items():
+    _opts = dict(_opts or {})
+    METHOD_OF[_m] = str(_opts.get("method", _m))
+    check_registry_method(METHOD_OF[_m], f"methods.{_m}" + (".method" if "method" in _opts else ""))
+    METHOD_RECORD[_m] = dict(_opts.get("record") or {})
+    METHOD_OPTIONS[_m] = {k: v for k, v in _opts.items() if k not in INSTANCE_KEYS}
+METHODS = tuple(METHOD_OPTIONS)
 
 # Stage 0: one block per method (the shared block, overridden key by key).
-_s0 = config["stage0"]
-_s0_shared = stage_block(_s0, "stage0")
+# The block of one task x method is layered: the shared block, then the task's `stage0.by_task`
+# entry (the decomposition paper's per-task learning rate and epochs, its Table VI), then the
+# method's own overrides (e.g. prompt tuning's Adafactor at lr 0.3 in the survey).
+# A config without stage0 measures only what needs no training (efficiency, synthetic_mpc).
+_s0 = config.get("stage0") or {"methods": {}}
+_s0_shared = stage_block(_s0, "stage0", need_grid="stage0" in config, stage0=True)
+STAGE0_HEAD = _s0.get("head", "label")
+STAGE0_RECORD = dict(_s0.get("record") or {})
+STAGE0_BY_TASK = {}
+for _t, _over in (_s0.get("by_task") or {}).items():
+    _task = resolve_tasks([_t], f"stage0.by_task.{_t}")[0]
+    STAGE0_BY_TASK[_task] = stage_block(_over, f"stage0.by_task.{_t}", need_grid=False, stage0=True)
+    STAGE0_BY_TASK[_task]["seeds"] = (_over or {}).get("seeds")
 STAGE0 = {}
-for _m, _over in _s0["methods"].items():
+_s0_methods = {m: None for m in METHOD_OPTIONS} if _s0["methods"] == "all" else _s0["methods"]
+for _m, _over in _s0_methods.items():
     check_method(_m, f"stage0.methods.{_m}")
     _over = _over or {}
+    _mp = f"stage0.methods.{_m}"
     STAGE0[_m] = {
-        "grid": _over.get("grid") or _s0_shared["grid"],
-        "seeds": list(_over.get("seeds") or _s0_shared["seeds"]),
-        "loop": {**_s0_shared["loop"], **(_over.get("loop") or {})},
-        "backbones": [backbone_key(b, f"stage0.methods.{_m}.backbones") for b in _over.get("backbones") or [config["backbone"]]],
+        "grid": _over.get("grid"),
+        "seeds": _over.get("seeds"),
+        "loop": dict(stage_block(_over, _mp, need_grid=False, stage0=True)["loop"]),
+        "backbones": [backbone_key(b, f"{_mp}.backbones") for b in
+                      _over.get("backbones") or _s0.get("backbones") or [config["backbone"]]],
+        "head": _over.get("head", STAGE0_HEAD),
+        "init_from": _over.get("init_from"),
     }
-    STAGE0[_m]["runs"] = run_ids(STAGE0[_m]["grid"], STAGE0[_m]["seeds"])
+for _m, _spec in STAGE0.items():
+    _src = _spec["init_from"]
+    if _src is not None:
+        if _src not in STAGE0:
+            raise config_error(f"stage0.methods.{_m}.init_from", f"{_src!r} is not trained in stage 0 (stage0.methods: "
+                                                                  f"{', '.join(STAGE0)}){suggest(_src, STAGE0)}")
+        _chain, _seen = _src, {_m}
+        while _chain is not None:  # a sequential combination is a chain, never a cycle
+            if _chain in _seen:
+                raise config_error(f"stage0.methods.{_m}.init_from", f"init_from chain {_m} -> {_src} loops")
+            _seen.add(_chain)
+            _chain = STAGE0[_chain]["init_from"]
 STAGE0_EXTRA_TASKS = resolve_tasks(_s0["tasks"], "stage0.tasks") if _s0.get("tasks") else []
+
+
+def stage0_block(task, method):
+    """Grid, seeds and loop of one task x method: shared < stage0.by_task[task] < the method's overrides."""
+    by_task = STAGE0_BY_TASK.get(task) or {}
+    own = STAGE0[method]
+    grid = own["grid"] or by_task.get("grid") or _s0_shared["grid"]
+    seeds = list(own["seeds"] or by_task.get("seeds") or _s0_shared["seeds"])
+    loop = {}
+    for layer in (_s0_shared["loop"], by_task.get("loop") or {}, own["loop"]):
+        if "epochs" in layer or "steps" in layer:  # the training budget: the most specific layer's one
+            loop.pop("epochs", None)
+            loop.pop("steps", None)
+        loop.update(layer)
+    return {"grid": grid, "seeds": seeds, "loop": loop}
+
+
+def stage0_runs(task, method):
+    block = stage0_block(task, method)
+    return run_ids(block["grid"], block["seeds"])
 
 # Subspace settings. Each group is one subspace: fitted on its train tasks, optimized in on the
 # tasks of its subsets ("test" = the group's test list; more subsets for IPT's protocols).
@@ -294,11 +377,19 @@ STAGE0_PAIRS = {}  # task -> stage-0 methods, both in first-mention order
 
 def _want(task, methods):
     have = STAGE0_PAIRS.setdefault(task, [])
-    have += [m for m in methods if m in STAGE0 and m not in have]
+    for m in methods:
+        if m in STAGE0 and m not in have:
+            if STAGE0[m]["init_from"] is not None:  # a sequential stage needs the earlier stages first
+                _want(task, [STAGE0[m]["init_from"]])
+            have.append(m)
 
 
+# A method with its own task list trains on those (and on what the settings need of it), not on
+# every stage0.tasks entry: e.g. the survey's sequential combinations run on SST-2 only.
+_OWN_TASKS = {m for m, over in _s0_methods.items() if isinstance((over or {}).get("tasks"), (list, str))
+              and (over or {}).get("tasks") != "all"}
 for _t in STAGE0_EXTRA_TASKS:
-    _want(_t, list(STAGE0))
+    _want(_t, [m for m in STAGE0 if m not in _OWN_TASKS])
 for _s in SETTINGS.values():
     for _g in _s["groups"].values():
         _needed = list(_g["test"])
@@ -308,7 +399,7 @@ for _s in SETTINGS.values():
             _needed += _g["train"]
         for _t in _needed:
             _want(_t, _s["methods"])
-for _m, _over in _s0["methods"].items():
+for _m, _over in _s0_methods.items():
     _tasks = (_over or {}).get("tasks")
     if _tasks == "all":
         for _t in list(STAGE0_PAIRS):
@@ -316,11 +407,6 @@ for _m, _over in _s0["methods"].items():
     elif _tasks:
         for _t in resolve_tasks(_tasks, f"stage0.methods.{_m}.tasks"):
             _want(_t, [_m])
-STAGE0_PAIRS = {t: ms for t, ms in STAGE0_PAIRS.items() if ms}
-if not STAGE0_PAIRS:
-    raise config_error("stage0", "nothing to train: add `stage0.tasks` or a setting whose methods are under "
-                                 "stage0.methods")
-STAGE0_TASKS = list(STAGE0_PAIRS)
 
 # Landscapes: one per entry, on a task optimized in the given setting.
 LANDSCAPES = []
@@ -348,12 +434,48 @@ for _i, _l in enumerate(config.get("landscape") or ()):
                        "group": _s["where"][_sub, _task], "options": {k: v for k, v in _l.items()
                                                                      if k not in ("setting", "task", "y")}})
 
+# Task-level transfer (survey section 5.4): every method's best stage-0 delta of each source task,
+# evaluated zero-shot on every other task of the list (deltaspace task-transfer).
+TASK_TRANSFER = None
+if config.get("task_transfer"):
+    _tt = config["task_transfer"]
+    for _i, _m in enumerate(_tt["methods"]):
+        check_method(_m, f"task_transfer.methods[{_i}]")
+        if _m not in STAGE0:
+            raise config_error(f"task_transfer.methods[{_i}]", f"{_m!r} is not under stage0.methods: transfer "
+                                                               f"starts from stage-0 deltas")
+    TASK_TRANSFER = {"methods": list(_tt["methods"]), "tasks": resolve_tasks(_tt["tasks"], "task_transfer.tasks")}
+    if len(TASK_TRANSFER["tasks"]) < 2:
+        raise config_error("task_transfer.tasks", "needs at least two tasks (a source and a target)")
+    for _t in TASK_TRANSFER["tasks"]:
+        _want(_t, TASK_TRANSFER["methods"])
+
+# Memory efficiency (survey Figure 9): one job per backbone x method (deltaspace efficiency).
+EFFICIENCY = None
+if config.get("efficiency"):
+    _ef = config["efficiency"]
+    for _i, _m in enumerate(_ef["methods"]):
+        check_method(_m, f"efficiency.methods[{_i}]")
+    EFFICIENCY = dict(_ef)
+    EFFICIENCY["backbones"] = [backbone_key(b, f"efficiency.backbones[{i}]") for i, b in
+                               enumerate(_ef.get("backbones") or [config["backbone"]])]
+
+SYNTHETIC_MPC = config.get("synthetic_mpc")  # the decomposition paper's matrix study (deltaspace synthetic-mpc)
+
 TABLES = list(config["tables"])
 _known_specs = table_spec_ids()
 for _i, _spec in enumerate(TABLES):
     if _known_specs and _spec not in _known_specs:
         raise config_error(f"tables[{_i}]", f"unknown table spec {_spec!r}{suggest(_spec, _known_specs)}; "
                                             f"`deltaspace tables list` shows them")
+
+STAGE0_PAIRS = {t: ms for t, ms in STAGE0_PAIRS.items() if ms}
+if "stage0" in config and not STAGE0_PAIRS:
+    raise config_error("stage0", "nothing to train: add `stage0.tasks`, a setting or task_transfer whose methods "
+                                 "are under stage0.methods")
+if "stage0" not in config and not (EFFICIENCY or SYNTHETIC_MPC):
+    raise config_error("(top level)", "nothing to run: give `stage0` (training), `efficiency` or `synthetic_mpc`")
+STAGE0_TASKS = list(STAGE0_PAIRS)
 
 RESOURCES = config.get("resources") or {}
 
@@ -381,6 +503,17 @@ def landscape_dir(setting, y, task):
     return f"{R}/landscape/{setting}/y{y}/{task}"
 
 
+def task_transfer_dir(backbone, method, source, task):
+    return f"{R}/task-transfer/{backbone}/{method}/{source}/{task}"
+
+
+def efficiency_dir(backbone, method):
+    return f"{R}/efficiency/{backbone}/{method}"
+
+
+SYNTHETIC_MPC_DIR = f"{R}/synthetic-mpc"
+
+
 def parent(path):
     return str(Path(path).parent)
 
@@ -391,14 +524,14 @@ def parent(path):
 def stage0_results():
     return [f"{stage0_dir(bb, t, m, run)}/result.parquet"
             for t, methods in STAGE0_PAIRS.items() for m in methods
-            for bb in STAGE0[m]["backbones"] for run in STAGE0[m]["runs"]]
+            for bb in STAGE0[m]["backbones"] for run in stage0_runs(t, m)]
 
 
 def stage0_task_results(task, methods, backbone=None):
     """Every stage-0 run (all grid points) of a task for these methods, on the config's backbone."""
     bb = backbone or BACKBONE
     return [f"{stage0_dir(bb, task, m, run)}/result.parquet" for m in methods
-            if m in STAGE0_PAIRS.get(task, ()) and bb in STAGE0[m]["backbones"] for run in STAGE0[m]["runs"]]
+            if m in STAGE0_PAIRS.get(task, ()) and bb in STAGE0[m]["backbones"] for run in stage0_runs(task, m)]
 
 
 def fit_results():
@@ -418,8 +551,26 @@ def landscape_outputs():
             for l in LANDSCAPES for name in ("grid.parquet", "landscape.png")]
 
 
+def task_transfer_results():
+    if not TASK_TRANSFER:
+        return []
+    return [f"{task_transfer_dir(BACKBONE, m, src, t)}/result.parquet" for m in TASK_TRANSFER["methods"]
+            for src in TASK_TRANSFER["tasks"] for t in TASK_TRANSFER["tasks"] if t != src]
+
+
+def efficiency_results():
+    if not EFFICIENCY:
+        return []
+    return [f"{efficiency_dir(bb, m)}/result.parquet" for bb in EFFICIENCY["backbones"] for m in EFFICIENCY["methods"]]
+
+
+def synthetic_mpc_results():
+    return [f"{SYNTHETIC_MPC_DIR}/result.parquet"] if SYNTHETIC_MPC else []
+
+
 def all_results():
-    return stage0_results() + fit_results() + optimize_results()
+    return (stage0_results() + fit_results() + optimize_results() + task_transfer_results() + efficiency_results()
+            + synthetic_mpc_results())
 
 
 def all_tables():
@@ -451,6 +602,15 @@ def loop_flags(loop, run=None):
 
 def method_sets(method, prefix=""):
     return " ".join(f"--set {q(f'{prefix}{k}={v}')}" for k, v in METHOD_OPTIONS.get(method, {}).items())
+
+
+def record_flags(method, stage0=True):
+    """--record KEY=VALUE columns of a run: its instance name as `method` where the delta's own name
+    differs, then stage0.record (stage-0 runs), then the instance's `record:`."""
+    columns = {"method": method} if method != METHOD_OF[method] else {}
+    columns.update(STAGE0_RECORD if stage0 else {})
+    columns.update(METHOD_RECORD.get(method, {}))
+    return " ".join(f"--record {q(f'{k}={v}')}" for k, v in columns.items())
 
 
 COMMON_FLAGS = f"--experiment {q(EXPERIMENT)} --no-progress"
@@ -512,13 +672,31 @@ def prepare_args(wc, output):
             f" --out {q(parent(output.manifest))} {PREPARE_FLAGS}")
 
 
+def train_inputs(wc):
+    inputs = {"data": f"{data_dir(wc.backbone, wc.task, DSEED)}/manifest.json"}
+    source = STAGE0[wc.method]["init_from"]
+    if source is not None:  # sequential combination: the earlier stage's runs on this task at this seed
+        seed = parse_run(wc.run)[2]  # (every grid point of it: deltaspace train keeps the best on dev)
+        inputs["init_from"] = [f"{stage0_dir(wc.backbone, wc.task, source, run)}/result.parquet"
+                               for run in stage0_runs(wc.task, source) if parse_run(run)[2] == seed]
+        if not inputs["init_from"]:
+            raise WorkflowError(f"stage0.methods.{wc.method}.init_from: {source!r} has no run at seed {seed} "
+                                f"on {wc.task}; give both the same seeds")
+    return inputs
+
+
 def train_args(wc, input, output):
     """Every option of one stage-0 job (one function: Snakemake inspects each params function per job)."""
-    return " ".join([
-        f"--data {q(parent(input.data))} --method {wc.method}", method_sets(wc.method),
-        f"--backbone {q(BACKBONES[wc.backbone])} --out {q(parent(output.result))}",
-        loop_flags(STAGE0[wc.method]["loop"], wc.run), COMMON_FLAGS,
-    ])
+    spec = STAGE0[wc.method]
+    args = [f"--data {q(parent(input.data))} --method {q(METHOD_OF[wc.method])}", method_sets(wc.method),
+            f"--backbone {q(BACKBONES[wc.backbone])} --out {q(parent(output.result))}",
+            loop_flags(stage0_block(wc.task, wc.method)["loop"], wc.run), COMMON_FLAGS]
+    args.append(record_flags(wc.method))
+    if spec["head"] != "label":
+        args.append(f"--head {spec['head']}")
+    if "init_from" in input.keys():
+        args.append(f"--init-from {folders(input.init_from)}")
+    return " ".join(a for a in args if a)
 
 
 def folders(files):
@@ -606,8 +784,40 @@ def landscape_args(wc, input, output):
     return " ".join(args)
 
 
+def task_transfer_inputs(wc):
+    return {"source": stage0_task_results(wc.source, [wc.method], wc.backbone),
+            "data": f"{data_dir(wc.backbone, wc.task, DSEED)}/manifest.json"}
+
+
+def task_transfer_args(wc, input, output):
+    return " ".join([f"--source {folders(input.source)} --data {q(parent(input.data))}",
+                     f"--out {q(parent(output.result))}", COMMON_FLAGS])
+
+
+EFFICIENCY_FLAGS = {"input_length": "--input-length", "target_length": "--target-length"}
+
+
+def efficiency_args(wc, output):
+    args = [f"--backbone {q(BACKBONES[wc.backbone])} --method {q(METHOD_OF[wc.method])}", method_sets(wc.method),
+            f"--batch-sizes {','.join(str(b) for b in EFFICIENCY['batch_sizes'])}"]
+    args += [f"{flag} {EFFICIENCY[k]}" for k, flag in EFFICIENCY_FLAGS.items() if k in EFFICIENCY]
+    args += [record_flags(wc.method, stage0=False), f"--out {q(parent(output.result))}", COMMON_FLAGS]
+    return " ".join(a for a in args if a)
+
+
+def synthetic_mpc_args(output):
+    """The synthetic-mpc options of the config, as flags (ranks: 2,4,8 -> --ranks 2,4,8)."""
+    args = []
+    for key, value in SYNTHETIC_MPC.items():
+        value = ",".join(str(v) for v in value) if isinstance(value, list) else value
+        args.append(f"--{key.replace('_', '-')} {q(value)}")
+    args += [f"--out {q(parent(output.result))}", f"--experiment {q(EXPERIMENT)}"]
+    return " ".join(args)
+
+
 ALL_RESULTS = all_results()
-RESULT_GLOBS = " ".join(q(f"{R}/{stage}/**/result.parquet") for stage in ("stage0", "subspace", "optimize"))
+RESULT_STAGES = ("stage0", "subspace", "optimize", "task-transfer", "efficiency", "synthetic-mpc")
+RESULT_GLOBS = " ".join(q(f"{R}/{stage}/**/result.parquet") for stage in RESULT_STAGES)
 
 
 def report_config_file():

@@ -7,7 +7,7 @@
 
 rule train_delta:
     input:
-        data=lambda wc: f"{data_dir(wc.backbone, wc.task, DSEED)}/manifest.json",
+        unpack(train_inputs),
     output:
         result=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/result.parquet",
         theta=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/theta.safetensors",
