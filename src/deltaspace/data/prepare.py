@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from deltaspace.data import sampling
 from deltaspace.data.loaders import DataError, LoadedSource, Record, load_source
-from deltaspace.data.registry import CLASSIFICATION, PER_CLASS, Registry, TaskSpec, Template
+from deltaspace.data.registry import CLASSIFICATION, GENERATION, PER_CLASS, Registry, TaskSpec, Template
 from deltaspace.io import atomic_write
 
 SPLITS = ("train", "dev", "test")
@@ -394,9 +394,11 @@ def prepare_task(task: TaskSpec | str, out_dir: str | os.PathLike, *, seed: int,
     registry = registry or load_registry()
     spec = registry.get(task) if isinstance(task, str) else task
     encoder = backbones.backbone_spec(backbone).kind == backbones.ENCODER
-    if encoder and spec.kind != CLASSIFICATION:
+    if encoder and spec.kind == GENERATION:
+        # Regression is fine: the rows keep the number as `target` text, which the trainable
+        # classifier head (`deltaspace train --head classifier`) regresses on.
         raise PrepareError(f"task {spec.name!r} is {spec.kind}; encoder backbone {backbone!r} has a label head "
-                           f"and runs classification tasks only")
+                           f"(or a trainable classifier) and runs classification and regression tasks only")
     max_in = options.max_input_length or spec.max_input_length or DEFAULT_MAX_INPUT_LENGTH
     max_out = options.max_target_length or spec.max_target_length or DEFAULT_MAX_TARGET_LENGTH
     k = (options.k or default_k(spec)) if options.setting == "fewshot" else None

@@ -32,6 +32,10 @@ class TaskData:
     def metric(self) -> str:
         return self.manifest["metric"]
 
+    @property
+    def regression(self) -> bool:
+        return self.manifest.get("kind") == "regression"
+
 
 def load_task_data(path: str | Path) -> TaskData:
     path = Path(path)
@@ -46,8 +50,12 @@ def load_task_data(path: str | Path) -> TaskData:
     return TaskData(path, manifest, splits)
 
 
-def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = None) -> dict[str, torch.Tensor]:
-    """Pad to the longest row of the batch (dynamic padding); targets pad with -100."""
+def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = None,
+            regression: bool = False) -> dict[str, torch.Tensor]:
+    """Pad to the longest row of the batch (dynamic padding); targets pad with -100.
+
+    ``regression`` adds ``score``, the float value of each row's ``target`` text, for encoder
+    heads that regress (seq2seq backbones generate the number as text instead)."""
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -64,9 +72,19 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
         batch["labels"] = labels
     else:
         batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
+        if regression:
+            batch["score"] = torch.as_tensor([target_value(r) for r in rows], dtype=torch.float32)
     if task_index is not None:
         batch["task_index"] = torch.full((len(rows),), task_index, dtype=torch.long)
     return batch
+
+
+def target_value(row: dict) -> float:
+    """The float target of a regression row (prepared data keeps it as text, e.g. "3.8")."""
+    try:
+        return float(row["target"])
+    except (TypeError, ValueError):
+        raise ValueError(f"row idx={row.get('idx')}: regression target {row['target']!r} is not a number") from None
 
 
 class BatchStream:
@@ -76,10 +94,12 @@ class BatchStream:
     resumed stream continues exactly where the interrupted one stopped.
     """
 
-    def __init__(self, rows: list[dict], batch_size: int, seed: int, pad_id: int, kind: str) -> None:
+    def __init__(self, rows: list[dict], batch_size: int, seed: int, pad_id: int, kind: str,
+                 regression: bool = False) -> None:
         if not rows:
             raise ValueError("cannot train on an empty split")
         self.rows, self.batch_size, self.seed, self.pad_id, self.kind = rows, batch_size, seed, pad_id, kind
+        self.regression = regression
         self.epoch, self.position = 0, 0
 
     def _order(self) -> list[int]:
@@ -93,7 +113,7 @@ class BatchStream:
             order = self._order()
         picked = order[self.position:self.position + self.batch_size]
         self.position += len(picked)
-        return collate([self.rows[i] for i in picked], self.pad_id, self.kind)
+        return collate([self.rows[i] for i in picked], self.pad_id, self.kind, regression=self.regression)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

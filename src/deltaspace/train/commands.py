@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..deltas import METHODS
+import argparse
+
+from ..deltas import METHODS, UnknownMethodError, check_method_name
 from ..options import parse_sets
 from .loop import LoopConfig, Preempted
 
@@ -10,18 +12,24 @@ from .loop import LoopConfig, Preempted
 def add_loop_arguments(p) -> None:
     """The loop settings every training-like command takes."""
     d = LoopConfig()
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--optimizer", choices=["adafactor", "adamw"], default=d.optimizer)
-    p.add_argument("--schedule", choices=["constant", "linear"], default=d.schedule)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, required=True, help="learning rate")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of θ's init, batch order and dropout ({d.seed})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps ({d.steps})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"training batch size ({d.batch_size})")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help=f"score dev every N steps and at the last one ({d.eval_every})")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help=f"write checkpoint.pt every N steps ({d.checkpoint_every})")
+    p.add_argument("--optimizer", choices=["adafactor", "adamw"], default=d.optimizer,
+                   help=f"optimizer ({d.optimizer}: constant lr, as unified-dt)")
+    p.add_argument("--schedule", choices=["constant", "linear"], default=d.schedule,
+                   help=f"learning-rate schedule after warmup ({d.schedule})")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"linear warmup steps ({d.warmup_steps})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"weight decay on the trained parameters ({d.weight_decay:g})")
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+                   help=f"gradient clipping norm, 0 = none ({d.max_grad_norm:g})")
+    p.add_argument("--eval-batch-size", type=int, default=32, help="batch size for dev/test predictions (32)")
     p.add_argument("--experiment", default="adhoc", help="experiment name recorded in the results")
     p.add_argument("--setting", default="single", help="setting name recorded in the results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
@@ -29,41 +37,76 @@ def add_loop_arguments(p) -> None:
 
 
 def argparse_hidden():
-    import argparse
-
     return argparse.SUPPRESS  # a preemption drill for tests: behave as if SIGTERM came after step N
 
 
 def loop_config(args) -> LoopConfig:
-    return LoopConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+    steps = args.steps if args.steps is not None else LoopConfig().steps
+    return LoopConfig(steps=steps, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
                       schedule=args.schedule, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                       max_grad_norm=args.max_grad_norm, eval_every=args.eval_every,
-                      checkpoint_every=args.checkpoint_every, seed=args.seed)
+                      checkpoint_every=args.checkpoint_every, seed=args.seed,
+                      patience=getattr(args, "patience", None))  # only `deltaspace train` has --patience
+
+
+def method_name(text: str) -> str:
+    """argparse type: a registered method or a composite ``a+b+c`` of them."""
+    try:
+        return check_method_name(text)
+    except UnknownMethodError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _run(args) -> int:
-    from .stage0 import train_stage0
+    from .stage0 import parse_records, train_stage0
 
+    if args.epochs is not None and args.steps is not None and args.steps != LoopConfig().steps:
+        raise ValueError(f"--epochs {args.epochs:g} and --steps {args.steps} both set the training length; "
+                         "give one of them")
+    records = parse_records(args.record)
     try:
         result = train_stage0(args.data, args.method, args.backbone, parse_sets(args.set), loop_config(args), args.out,
                               experiment=args.experiment, setting=args.setting,
                               eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
-                              stop_after=args.stop_after_step)
+                              stop_after=args.stop_after_step, head=args.head, epochs=args.epochs,
+                              init_from=args.init_from, record=records)
     except Preempted as stop:
         print(f"deltaspace train: {stop}")
         return 143  # 128 + SIGTERM: the scheduler sees a preempted job and reruns it
     row = result.iloc[0]
-    print(f"{row.task} {row.method} lr={row.lr:g} seed={row.seed}: best step {row.best_step}, "
+    stopped = f", stopped early at step {row.steps_run}" if row.stopped_early else ""
+    print(f"{row.task} {row.method} lr={row.lr:g} seed={row.seed}: best step {row.best_step}{stopped}, "
           f"dev {row.dev_metric:.2f}, test {row.test_metric:.2f} ({row.metric})")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="stage 0: train a delta method on one prepared task")
+    p = subparsers.add_parser("train", help="stage 0: train a delta method on one prepared task",
+                              description="Stage 0: train a delta method's θ on one prepared task; writes "
+                                          "theta.safetensors, theta.json, curve.parquet and result.parquet.")
     p.add_argument("--data", required=True, help="prepared task folder (from `deltaspace prepare`)")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option, e.g. r=8")
-    p.add_argument("--backbone", required=True)
+    p.add_argument("--method", required=True, type=method_name, metavar="METHOD",
+                   help="a delta method, or several joined by + trained together (e.g. prompt+bitfit+adapter); "
+                        f"methods: {', '.join(METHODS)}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="method option, e.g. r=8; for a composite component.key, e.g. prompt.n=10")
+    p.add_argument("--backbone", required=True, help="backbone name or model folder; the data must be prepared for it")
     p.add_argument("--out", required=True, help="output folder: theta.safetensors, curve.parquet, result.parquet")
     add_loop_arguments(p)
+    p.set_defaults(steps=None)  # None = not given, so --epochs can tell an explicit --steps apart
+    g = p.add_argument_group("stage-0 options")
+    g.add_argument("--epochs", type=float, default=None, metavar="E",
+                   help="train ceil(E * train rows / batch size) steps instead of --steps")
+    g.add_argument("--patience", type=int, default=None, metavar="P",
+                   help="early stopping: stop after P evaluations in a row without a new best dev score "
+                        "(default: off)")
+    g.add_argument("--head", choices=["label", "classifier"], default="label",
+                   help="label (default): text generation on seq2seq, the parameter-free label head on encoders; "
+                        "classifier: a trainable RoBERTa-style head on encoders, trained as METHOD+classifier "
+                        "(its weights are part of θ; required for regression tasks on encoders)")
+    g.add_argument("--init-from", nargs="+", metavar="RUN_DIR", default=None,
+                   help="sequential combination: start from the run with the best dev_metric among these stage-0 "
+                        "output folders, copying every θ slice whose name exists there and freezing it")
+    g.add_argument("--record", action="append", metavar="KEY=VALUE",
+                   help="extra or overriding result column, e.g. method=hadapter (repeatable; numbers stay numbers)")
     p.set_defaults(func=_run)

@@ -4,6 +4,11 @@ every N steps, keep the best-on-dev snapshot, checkpoint, and resume after preem
 An *objective* owns the trainable parameters (θ itself in stage 0; projectors or intrinsic
 vectors in later stages) and knows its loss on a batch, its dev score and what to keep from
 the best step. The loop knows nothing about methods or stages.
+
+Early stopping (``patience``, off by default): the survey trains "max 20,000 steps with early
+stop" (its A.1); the loop stops once ``patience`` consecutive evaluations have not improved the
+best dev score. The count is part of the checkpoint, so a preempted run stops where an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class LoopConfig:
     eval_every: int = 100
     checkpoint_every: int = 100
     seed: int = 42
+    patience: int | None = None  # stop after this many evaluations without a new best dev score
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adafactor", "adamw"):
@@ -44,6 +50,17 @@ class LoopConfig:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 evaluation (or unset: no early stopping), "
+                             f"got {self.patience}")
+
+    def record(self) -> dict:
+        """The settings as a dict for checkpoints and config hashes. Optional settings left unset
+        are omitted, so adding one does not change the hash of runs that do not use it."""
+        settings = asdict(self)
+        if settings["patience"] is None:
+            del settings["patience"]
+        return settings
 
 
 class Objective(Protocol):
@@ -69,6 +86,8 @@ class LoopOutcome:
     best_dev: float
     best_snapshot: dict[str, torch.Tensor]
     curve: list[dict] = field(default_factory=list)
+    last_step: int = 0  # the step training ended at: cfg.steps, or earlier when it stopped early
+    stopped_early: bool = False
 
 
 def device() -> torch.device:
@@ -135,7 +154,8 @@ def _set_rng_state(state: dict) -> None:
 
 def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path, *, tokens_per_batch=None,
              progress: bool = True, stop_after: int | None = None, desc: str = "train") -> LoopOutcome:
-    """Train ``objective`` for ``cfg.steps`` steps, resuming from ``workdir/checkpoint.pt`` if present.
+    """Train ``objective`` for ``cfg.steps`` steps (fewer if ``cfg.patience`` stops it early),
+    resuming from ``workdir/checkpoint.pt`` if present.
 
     ``stop_after`` simulates a preemption signal after that step (tests and drills use it).
     """
@@ -146,9 +166,10 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
     optimizer, scheduler = make_optimizer(groups, cfg)
     params = [p for g in groups for p in g["params"]]
     step, best_step, best_dev, best_snapshot, curve = 0, -1, -math.inf, {}, []
+    stale, stopped_early = 0, False  # evaluations since the last new best; early stop reached
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != asdict(cfg):
+        if state["config"] != cfg.record():
             raise RuntimeError(f"{ckpt_path} was written with a different configuration; delete it to start over")
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
@@ -158,21 +179,22 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
         step, best_step, best_dev = state["step"], state["best_step"], state["best_dev"]
         best_snapshot, curve = state["best_snapshot"], state["curve"]
         window = state["window"]
+        stale, stopped_early = state.get("stale", 0), state.get("stopped_early", False)
     else:
         window = {"loss": 0.0, "tokens": 0}
 
     def save_checkpoint() -> None:
-        state = {"config": asdict(cfg), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+        state = {"config": cfg.record(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "stream": stream.state_dict(), "rng": _rng_state(),
                  "step": step, "best_step": best_step, "best_dev": best_dev, "best_snapshot": best_snapshot,
-                 "curve": curve, "window": window}
+                 "curve": curve, "window": window, "stale": stale, "stopped_early": stopped_early}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
 
     stop = StopFlag()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
     window_start = time.perf_counter()
     with stop.installed():
-        while step < cfg.steps:
+        while step < cfg.steps and not stopped_early:
             batch = {k: v.to(device()) for k, v in next(stream).items()}
             with autocast():
                 loss = objective.loss(batch)
@@ -197,14 +219,17 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
                               "tokens_per_second": window["tokens"] / elapsed if elapsed > 0 else 0.0,
                               "wall_seconds": elapsed})
                 if dev > best_dev:
-                    best_step, best_dev, best_snapshot = step, dev, objective.snapshot()
+                    best_step, best_dev, best_snapshot, stale = step, dev, objective.snapshot(), 0
+                else:
+                    stale += 1
+                stopped_early = cfg.patience is not None and stale >= cfg.patience and step < cfg.steps
                 bar.set_postfix(loss=f"{window['loss'] / n:.4f}", dev=f"{dev:.2f}", best=f"{best_dev:.2f}")
                 window, window_start = {"loss": 0.0, "tokens": 0}, time.perf_counter()
             preempt = stop.requested or (stop_after is not None and step >= stop_after)
-            if step % cfg.checkpoint_every == 0 or preempt:
-                save_checkpoint()
-            if preempt and step < cfg.steps:
+            if step % cfg.checkpoint_every == 0 or preempt or stopped_early:
+                save_checkpoint()  # after an early stop too: a rerun must not train past it
+            if preempt and step < cfg.steps and not stopped_early:
                 bar.close()
                 raise Preempted(f"stopped at step {step}; checkpoint in {ckpt_path}; rerun the same command to resume")
     bar.close()
-    return LoopOutcome(best_step, best_dev, best_snapshot, curve)
+    return LoopOutcome(best_step, best_dev, best_snapshot, curve, last_step=step, stopped_early=stopped_early)

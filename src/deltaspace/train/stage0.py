@@ -1,17 +1,26 @@
-"""Stage 0: train a delta method's θ directly, in its original space, on one task."""
+"""Stage 0: train a delta method's θ directly, in its original space, on one task.
+
+Beyond the plain run (docs/training.md): ``epochs`` turns an epoch budget into steps, ``head``
+picks the encoder head (``classifier`` appends the trainable head as a θ component),
+``init_from`` starts a sequential-combination stage from the best of earlier runs with their
+slices frozen (survey Fig. 10), and ``record`` adds label columns to the result row.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..backbones import load_backbone
+from ..backbones import ENCODER, load_backbone
 from ..deltas import Delta, build_delta
+from ..deltas.combined import is_composite, split_name
 from ..heads import make_head, training_loss
 from ..io import write_json, write_parquet
 from ..provenance import provenance
@@ -19,18 +28,49 @@ from .batching import BatchStream, TaskData, load_task_data, split_rows
 from .evaluate import evaluate_rows
 from .loop import LoopConfig, device, run_loop
 
+#: Result columns ``--record`` may not override: they say what ran, on which code, when.
+PROTECTED_COLUMNS = ("config_hash", "config", "git_commit", "versions", "device", "created_at", "wall_seconds")
+
 
 class ThetaObjective:
-    """θ itself is the trainable parameter; the backbone reads it through ``delta.bound``."""
+    """θ itself is the trainable parameter; the backbone reads it through ``delta.bound``.
+
+    ``frozen`` (a boolean mask over θ) keeps those entries fixed: only the others form the
+    optimizer's parameter, so neither gradients nor weight decay can touch a frozen entry, and
+    θ is reassembled from the two parts (bit-exact copies of the frozen values) at every step.
+    """
 
     def __init__(self, delta: Delta, head, theta0: torch.Tensor, dev_rows: list[dict], metric: str,
-                 eval_batch_size: int) -> None:
+                 eval_batch_size: int, frozen: torch.Tensor | None = None) -> None:
         self.delta, self.head = delta, head
-        self.theta = nn.Parameter(theta0.clone().to(device()))
         self.dev_rows, self.metric, self.eval_batch_size = dev_rows, metric, eval_batch_size
+        theta0 = theta0.detach().float().to(device())
+        if frozen is None or not bool(frozen.any()):
+            self._runs = None
+            self.free = nn.Parameter(theta0.clone())
+            return
+        frozen = frozen.to(torch.bool).cpu()
+        self._base = theta0.clone()
+        self.free = nn.Parameter(theta0[(~frozen).to(theta0.device)].clone())
+        mask = frozen.numpy()
+        bounds = [0, *(np.flatnonzero(np.diff(mask.astype(np.int8))) + 1).tolist(), len(mask)]
+        self._runs, used = [], 0
+        for start, end in zip(bounds[:-1], bounds[1:]):  # contiguous stretches: frozen or free
+            if mask[start]:
+                self._runs.append((True, start, end))
+            else:
+                self._runs.append((False, used, used + end - start))
+                used += end - start
+
+    @property
+    def theta(self) -> torch.Tensor:
+        """The full θ (differentiable in its free entries)."""
+        if self._runs is None:
+            return self.free
+        return torch.cat([self._base[a:b] if frozen else self.free[a:b] for frozen, a, b in self._runs])
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": [self.theta], "lr": lr}]
+        return [{"params": [self.free], "lr": lr}]
 
     def loss(self, batch: dict) -> torch.Tensor:
         return training_loss(self.delta, self.head, self.theta, batch)
@@ -46,8 +86,18 @@ class ThetaObjective:
         return {"theta": self.theta.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        theta = state["theta"].to(self.free.device)
         with torch.no_grad():
-            self.theta.copy_(state["theta"])
+            if self._runs is None:
+                self.free.copy_(theta)
+                return
+            at = 0
+            for frozen, a, b in self._runs:
+                if frozen:
+                    at = b
+                else:
+                    self.free[a:b].copy_(theta[at:at + b - a])
+                    at += b - a
 
 
 def check_backbone_matches(data: TaskData, backbone: str) -> None:
@@ -57,36 +107,172 @@ def check_backbone_matches(data: TaskData, backbone: str) -> None:
                          f"run `deltaspace prepare --backbone {backbone}`")
 
 
+def epoch_steps(epochs: float, n_train: int, batch_size: int) -> int:
+    """Steps for ``epochs`` passes over ``n_train`` rows: ceil(E · n / batch) (at least 1)."""
+    if not epochs > 0:
+        raise ValueError(f"--epochs must be positive, got {epochs}")
+    return max(1, math.ceil(epochs * n_train / batch_size))
+
+
+def with_classifier(method: str, options: dict, data: TaskData) -> tuple[str, dict]:
+    """What ``--head classifier`` trains on ``data``: ``METHOD+classifier`` with one output per
+    verbalizer (1 for regression)."""
+    labels = 1 if data.regression else len(data.verbalizers or [])
+    if labels == 0:
+        raise ValueError(f"task {data.name!r} is {data.manifest.get('kind', 'generation')}: --head classifier runs "
+                         "classification (verbalizers) and regression tasks only")
+    try:
+        return classifier_method(method, options, labels)
+    except ValueError as err:
+        raise ValueError(f"{err} (task {data.name!r}{', regression' if data.regression else ''})") from None
+
+
+def classifier_method(method: str, options: dict, labels: int) -> tuple[str, dict]:
+    """``METHOD+classifier`` and its options with ``classifier.labels`` = ``labels``.
+
+    A single method's unprefixed options (``--set r=8``) are prefixed with its name, since the
+    result is a composite; ``classifier.*`` options pass through (``classifier.dropout=0``).
+    """
+    parts = split_name(method)
+    full = method if "classifier" in parts else f"{method}+classifier"
+    if is_composite(full) and not is_composite(method) and method != "classifier":
+        options = {k if k.startswith("classifier.") else f"{method}.{k}": v for k, v in options.items()}
+    key = "classifier.labels" if is_composite(full) else "labels"
+    given = options.get(key)
+    if given is not None and int(given) != labels:
+        raise ValueError(f"--set {key}={given} disagrees with the {labels} output(s) the head needs; leave it out, "
+                         "--head classifier sets it")
+    return full, {**options, key: labels}
+
+
+def best_run(folders: list[str | Path]) -> Path:
+    """The folder whose result.parquet has the highest ``dev_metric`` (the first one on ties)."""
+    best, best_dev = None, -math.inf
+    for folder in map(Path, folders):
+        result = folder / "result.parquet"
+        if not result.exists() or not (folder / "theta.safetensors").exists():
+            raise FileNotFoundError(f"--init-from {folder}: no result.parquet and theta.safetensors there; it takes "
+                                    "the output folders of finished `deltaspace train` runs")
+        df = pd.read_parquet(result)
+        if "dev_metric" not in df or df.empty:
+            raise ValueError(f"--init-from {folder}: {result} has no dev_metric to choose by")
+        dev = float(df["dev_metric"].max())
+        if best is None or dev > best_dev:
+            best, best_dev = folder, (dev if not math.isnan(dev) else -math.inf)
+    if best is None:
+        raise ValueError("--init-from needs at least one run folder")
+    return best
+
+
+def seed_from_run(run: Path, delta: Delta, theta0: torch.Tensor, backbone: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ0 with every slice that exists (same name) in ``run``'s θ copied over, and the mask of
+    those entries (to freeze). Shapes must agree; something must match and something stay free."""
+    theta_run, meta = load_theta(run)
+    if meta.get("backbone") not in (None, backbone):
+        raise ValueError(f"--init-from {run}: trained on backbone {meta['backbone']!r}, not {backbone!r}")
+    source = {s["name"]: s for s in meta["manifest"]}
+    theta0 = theta0.clone()
+    frozen = torch.zeros(delta.size, dtype=torch.bool)
+    for slot in delta.manifest:
+        src = source.get(slot.name)
+        if src is None:
+            continue
+        if tuple(src["shape"]) != slot.shape:
+            raise ValueError(f"--init-from {run}: θ slice {slot.name!r} has shape {list(src['shape'])} there "
+                             f"({meta.get('method')}) but {list(slot.shape)} in {delta.name}; use the same options")
+        n = slot.numel
+        theta0[slot.offset:slot.offset + n] = theta_run[src["offset"]:src["offset"] + n]
+        frozen[slot.offset:slot.offset + n] = True
+    if not frozen.any():
+        raise ValueError(f"--init-from {run}: none of its θ slices ({meta.get('method')}, e.g. "
+                         f"{next(iter(source), 'none')!r}) exists in method {delta.name} (e.g. "
+                         f"{delta.manifest[0].name!r}); the new method must contain the earlier one as a component")
+    if frozen.all():
+        raise ValueError(f"--init-from {run}: every θ slice of {delta.name} comes from that run and would be "
+                         "frozen; nothing would train (add a component, e.g. prompt+bitfit after prompt)")
+    return theta0, frozen
+
+
+def parse_records(pairs: list[str] | None) -> dict:
+    """``--record KEY=VALUE`` pairs as columns; ints and floats become numbers."""
+    records = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"--record expects KEY=VALUE, got {pair!r}")
+        if key in PROTECTED_COLUMNS:
+            raise ValueError(f"--record {key}: {key!r} is a provenance column and cannot be overridden; "
+                             f"protected: {', '.join(PROTECTED_COLUMNS)}")
+        records[key] = _number(value)
+    return records
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options: dict, cfg: LoopConfig,
                  out: str | Path, *, experiment: str = "adhoc", setting: str = "single", eval_batch_size: int = 32,
-                 progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
+                 progress: bool = True, stop_after: int | None = None, head: str = "label",
+                 epochs: float | None = None, init_from: list[str | Path] | None = None,
+                 record: dict | None = None) -> pd.DataFrame:
     """Train, select the best dev step, test it, and write θ, the curve and the result row."""
     started = time.perf_counter()
     out = Path(out)
+    record = record or {}
+    bad = sorted(set(record) & set(PROTECTED_COLUMNS))
+    if bad:
+        raise ValueError(f"record: {', '.join(bad)} are provenance columns and cannot be overridden")
     data = load_task_data(data_dir)
     check_backbone_matches(data, backbone_name)
+    if epochs is not None:
+        cfg = replace(cfg, steps=epoch_steps(epochs, len(data.splits["train"]), cfg.batch_size))
+    if head == "classifier":
+        method, options = with_classifier(method, options, data)
+    chosen = best_run(init_from) if init_from else None
     backbone = load_backbone(backbone_name, seed=cfg.seed)
+    backbone_parameters = backbone.num_parameters  # before the delta adds any
+    if head == "classifier" and backbone.kind != ENCODER:
+        raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind} and "
+                         "generates its labels as text (use the default --head label)")
     backbone.model.to(device())
     delta = build_delta(method, backbone, **options)
-    head = make_head(backbone, delta, data.verbalizers)
-    objective = ThetaObjective(delta, head, delta.init(cfg.seed), split_rows(data, "dev"), data.metric,
-                               eval_batch_size)
+    task_head = make_head(backbone, delta, data.verbalizers, head=head, regression=data.regression)
+    theta0, frozen = delta.init(cfg.seed), None
+    if chosen is not None:
+        theta0, frozen = seed_from_run(chosen, delta, theta0, backbone_name)
+    objective = ThetaObjective(delta, task_head, theta0, split_rows(data, "dev"), data.metric, eval_batch_size,
+                               frozen=frozen)
     stream = BatchStream(split_rows(data, "train"), cfg.batch_size, cfg.seed, backbone.tokenizer.pad_token_id,
-                         backbone.kind)
+                         backbone.kind, regression=data.regression)
     outcome = run_loop(objective, stream, cfg, out, tokens_per_batch=lambda b: b["attention_mask"].sum(),
                        progress=progress, stop_after=stop_after, desc=f"{data.name}/{method}")
     theta = outcome.best_snapshot["theta"]
-    test = evaluate_rows(delta, head, theta, split_rows(data, "test"), data.metric, eval_batch_size)
+    test = evaluate_rows(delta, task_head, theta, split_rows(data, "test"), data.metric, eval_batch_size)
     save_theta(out, theta, delta, backbone_name)
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
     config = {"task": data.name, "data_sha256": data.manifest.get("content_sha256"), "method": method,
-              "options": delta.options, "backbone": backbone_name, "loop": asdict(cfg), "experiment": experiment,
+              "options": delta.options, "backbone": backbone_name, "loop": cfg.record(), "experiment": experiment,
               "setting": setting}
+    # New settings enter the hash only when used, so the hashes of plain runs stay as they were.
+    extras = {"head": head if head != "label" else None, "epochs": epochs,
+              "init_from": str(chosen) if chosen is not None else None, "record": record or None}
+    config.update({k: v for k, v in extras.items() if v is not None})
     row = {"experiment": experiment, "stage": "stage0", "setting": setting, "task": data.name, "method": method,
            "source_method": method, "target_method": method, "backbone": backbone_name, "seed": cfg.seed,
-           "lr": cfg.lr, "steps": cfg.steps, "best_step": outcome.best_step, "dev_metric": outcome.best_dev,
+           "lr": cfg.lr, "steps": cfg.steps, "epochs": float(epochs) if epochs is not None else None,
+           "steps_run": outcome.last_step, "patience": cfg.patience, "stopped_early": outcome.stopped_early,
+           "head": head, "init_from": str(chosen) if chosen is not None else None,
+           "best_step": outcome.best_step, "dev_metric": outcome.best_dev,
            "test_metric": test, "metric": data.metric, "size": delta.size,
-           **provenance(config, time.perf_counter() - started)}
+           "backbone_parameters": backbone_parameters, **provenance(config, time.perf_counter() - started)}
+    row.update(record)
     result = pd.DataFrame([row])
     write_parquet(result, out / "result.parquet")
     (out / "checkpoint.pt").unlink(missing_ok=True)
