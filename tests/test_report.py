@@ -365,3 +365,97 @@ def test_results_of_unknown_experiments_get_their_own_section(tmp_path):
     other = html[html.index('id="paper-other"'): html.index('id="provenance"')]
     assert "<code>mystery</code>" in other and "mystery / stage0: dev metric vs step" in other
     assert "<b>task</b>" not in html  # text from the results is escaped
+
+
+# ---------------------------------------------------------------- survey and decomposition studies
+
+
+def _study_results(root: Path) -> Path:
+    """Stage-0 runs with curves for two tasks and three methods (two seeds each), task transfer between
+    the tasks, memory measurements and a small synthetic MPC study: what the new quickstart specs read."""
+    from deltaspace.decomposition.synthetic import StudyConfig, run_and_write
+
+    results = root / "results"
+    tasks = ("qs-tweet-sentiment", "qs-bbc-topic")
+    for t, task in enumerate(tasks):
+        for m, method in enumerate(("lora", "prompt", "prompt+adapter")):
+            for seed in (1, 2):
+                _job(results / "stage0" / task / method / str(seed),
+                     [_row("quickstart", "stage0", task, method, 60.0 + 5 * m + seed, 55.0 + 5 * m + t + seed,
+                           seed=seed, size=1000 * (m + 1))], curve=True)
+    for method in ("lora", "prompt"):
+        for source, target in (tasks, tasks[::-1]):
+            _job(results / "task-transfer" / method / source / target,
+                 [{"experiment": "quickstart", "stage": "task-transfer", "method": method, "source_task": source,
+                   "task": target, "backbone": "minilm", "test_metric": 30.0, "metric": "accuracy"}])
+    for method, mib in (("finetune", 900), ("lora", 300)):
+        _job(results / "efficiency" / "minilm" / method,
+             [{"experiment": "quickstart", "stage": "efficiency", "backbone": "minilm", "method": method,
+               "batch_size": b, "peak_bytes": (mib + 10 * b) * 2 ** 20, "measure": "cpu_peak_rss", "status": "ok"}
+              for b in (0, 1, 8)])
+    cfg = StudyConfig(ranks=(2, 4), seeds=1, n=8, m=8, steps=30, target_rank=4, lrs=(3e-2,),
+                      methods=("lora", "lora-mpco", "ssl"))
+    run_and_write(cfg, results / "synthetic-mpc", experiment="quickstart")
+    return results
+
+
+STUDY_TABLES = ("quickstart-methods", "quickstart-convergence", "quickstart-combination", "quickstart-task-transfer",
+                "quickstart-efficiency", "quickstart-efficiency-ratio", "quickstart-synthetic-mpc")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    results = _study_results(root)
+    frame = load_results(str(results / "**" / "result.parquet"))
+    specs = load_specs()
+    for table_id in STUDY_TABLES:
+        write_table(compile_table(specs[table_id], frame), root / "tables")
+    report = gather(results, root / "tables")
+    return {"report": report, "html": render(report)}
+
+
+def _section_groups(report, section_id="quickstart"):
+    section = next(s for s in report.sections if s.id == section_id)
+    return {g.title.split(":")[0].split(" (")[0]: g for g in section.groups}
+
+
+def test_study_figures_appear_in_their_section(studies):
+    groups = _section_groups(studies["report"])
+    convergence = groups["Convergence"]
+    assert len(convergence.figures) == 1 and not convergence.notes
+    assert "2 task(s)" in convergence.figures[0].caption
+    transfer = groups["Task-level transferability"]
+    assert [f.title for f in transfer.figures] == ["quickstart-task-transfer: lora", "quickstart-task-transfer: prompt"]
+    assert len(groups["Memory"].figures) == 1
+    synthetic = groups["Synthetic MPC study"]
+    assert [f.title for f in synthetic.figures] == ["synthetic-mpc"]
+    assert studies["html"].count('data:image/png;base64,') >= 6
+    # efficiency results have no task or score columns: read as results, not reported as unreadable
+    assert not studies["report"].provenance.problems and "Problems reading the inputs" not in studies["html"]
+
+
+def test_study_tables_render_spreads_footer_and_cell_digits(studies):
+    html = studies["html"]
+    combination = _table_block(html, "quickstart-combination")
+    # P+A on qs-tweet-sentiment: seeds 1 and 2 score 66 and 67: mean 66.5, sample sd 0.7
+    assert '<td class="o">66.5 ± 0.7</td>' in combination
+    methods = _table_block(html, "quickstart-methods")
+    footer = re.search(r'<tr class="footer">(.*?)</tr>', methods, re.S).group(1)
+    assert re.findall(r'<td class="o[^"]*">([^<]*)</td>', footer)[:4] == [MISSING, "1000", MISSING, "2000"]  # adapter, lora, prefix, prompt
+    view = next(t for t in studies["report"].tables if t.id == "quickstart-methods")
+    assert (view.filled, view.body_cells) == (4, 12)  # 2 tasks x 6 methods; the |θ| row is not a body cell
+    convergence = _table_block(html, "quickstart-convergence")
+    assert re.search(r'<td class="o">\d+</td>', convergence)  # steps print without decimals
+    assert "Avg row" not in convergence  # mixed units: no Avg bar chart for a table drawn as curves
+
+
+def test_study_groups_only_where_their_tables_exist(tmp_path):
+    results = _study_results(tmp_path)
+    frame = load_results(str(results / "**" / "result.parquet"))
+    write_table(compile_table(load_specs()["quickstart-methods"], frame), tmp_path / "tables")
+    report = gather(results, tmp_path / "tables")
+    groups = _section_groups(report)
+    assert not {"Convergence", "Task-level transferability", "Memory"} & set(groups)
+    assert "Synthetic MPC study" in groups  # its plot is a result file, not a table
+    assert not report.provenance.problems

@@ -75,21 +75,44 @@ def test_deterministic_per_seed():
     assert not make_target(cfg, 0).delta.equal(make_target(cfg, 1).delta)
 
 
-def test_cli_writes_parquet_with_provenance_table_and_plot(tmp_path, capsys):
+def test_cli_writes_a_result_with_provenance_table_and_plot(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
-    args = parser.parse_args(["synthetic-mpc", "--out", str(tmp_path), "--ranks", "2", "--seeds", "1", "--n", "8",
-                              "--m", "8", "--steps", "20", "--lrs", "0.03", "--methods", "lora,trilora,ssl"])
+    args = parser.parse_args(["synthetic-mpc", "--out", str(tmp_path), "--ranks", "2,4", "--seeds", "2", "--n", "8",
+                              "--m", "8", "--steps", "20", "--lrs", "0.01,0.03", "--methods", "lora,trilora,ssl",
+                              "--experiment", "quickstart"])
     assert args.func(args) == 0
-    frame = pd.read_parquet(tmp_path / "results.parquet")
-    assert {"config_hash", "git_commit", "versions", "created_at", "method", "rank", "seed", "error", "bound",
-            "params", "selected"} <= set(frame.columns)
-    assert sorted(frame.method.unique()) == ["lora", "ssl", "trilora"]
-    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = pd.read_parquet(tmp_path / "result.parquet")
+    # a proper result: the contract's columns, one row per form x rank x seed at the kept lr
+    assert {"experiment", "stage", "task", "method", "backbone", "seed", "lr", "dev_metric", "test_metric", "metric",
+            "size", "config_hash", "git_commit", "versions", "created_at", "wall_seconds", "device", "rank", "error",
+            "bound", "params"} <= set(result.columns)
+    assert set(result.experiment) == {"quickstart"} and set(result.stage) == {"synthetic-mpc"}
+    assert len(result) == 2 * (2 * 2 + 1)  # seeds x (2 extension forms x 2 ranks + ssl, rank-free)
+    assert not result.duplicated(["method", "rank", "seed"]).any()
+    assert result.test_metric.tolist() == pytest.approx((100 * result.error).tolist())
+    assert result.dev_metric.isna().all() and (result["size"] == result.params).all()
+    grid = pd.read_parquet(tmp_path / "grid.parquet")
+    assert len(grid) == 2 * len(result) and grid.selected.sum() == len(result)  # both lrs tried, one kept
+    kept = grid[grid.selected].sort_values(["method", "rank", "seed"]).error.to_numpy()
+    assert kept == pytest.approx(result.sort_values(["method", "rank", "seed"]).error.to_numpy())
+    assert (tmp_path / "synthetic-mpc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Eckart-Young bound" in (tmp_path / "summary.csv").read_text()
-    assert "r=2" in capsys.readouterr().out
-    table = summary(frame)
-    assert table.loc["lora", "r=2"] == pytest.approx(frame[(frame.method == "lora") & frame.selected].error.mean())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes leave no temp file
+    out = capsys.readouterr().out
+    assert "r=2" in out and "experiment quickstart" in out
+    table = summary(grid)
+    assert table.loc["lora", "r=2"] == pytest.approx(grid[(grid.method == "lora") & grid.selected & (grid["rank"] == 2)]
+                                                     .error.mean())
+
+
+def test_help_recommends_a_fast_quickstart_call(capsys):
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["synthetic-mpc", "--help"])
+    text = capsys.readouterr().out
+    assert "--experiment" in text and "quickstart" in text and "--seeds 2" in text
 
 
 def test_bad_configurations_fail_early():

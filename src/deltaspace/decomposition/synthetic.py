@@ -266,55 +266,119 @@ def ordering(frame: pd.DataFrame, suffix: str = "") -> pd.DataFrame:
     return holds.groupby(level="rank").mean().rename(f"FLoRA{suffix} ≤ TriLoRA{suffix} ≤ LoRA{suffix}").to_frame()
 
 
+METRIC = "relative_error_pct"  # test_metric of a result row: 100 x the relative error (lower is better)
+STAGE = "synthetic-mpc"
+LABELS = {"lora": "LoRA (AB)", "trilora": "TriLoRA (ADB)", "flora": "FLoRA (AMB)", "lora-mpco": "LoRA + MPCo",
+          "lora-mpcd": "LoRA + MPCd", "trilora-mpco": "TriLoRA + MPCo", "flora-mpco": "FLoRA + MPCo",
+          "parallel-adapter": "PA (= LoRA + MPCn)", "sam-parser": "SAM-PARSER", "ia3": "(IA)³", "ssl": "SSL",
+          "ssb": "SSB"}
+
+
+def result_rows(frame: pd.DataFrame, cfg: StudyConfig, experiment: str) -> pd.DataFrame:
+    """The study as result rows: one per form × rank × seed, at the learning rate kept for it.
+
+    They follow the result contract (docs/contracts.md) so that the tables and the report read them
+    like any other stage: ``task`` names the synthetic problem, ``method`` the form, ``size`` its
+    parameter count, ``test_metric`` is 100 × the relative error (``metric`` says so; lower is
+    better) and ``dev_metric`` is missing: the learning rate was chosen on the fitted objective, not
+    on held-out data. The study's own numbers keep their names: ``error`` (‖∆W* − ∆W‖²/‖∆W*‖²),
+    ``bound`` (Eckart-Young at that rank), ``gap``, ``penalty``, ``objective``, ``params``.
+    """
+    chosen = frame[frame.selected].copy()
+    task = f"lowrank-{cfg.n}x{cfg.m}-k{cfg.target_rank}-decay{cfg.decay:g}"
+    rows = pd.DataFrame({
+        "experiment": experiment, "stage": STAGE, "task": task, "method": chosen["method"],
+        "backbone": "none", "seed": chosen["seed"], "lr": chosen["lr"], "rank": chosen["rank"],
+        "dev_metric": float("nan"), "test_metric": 100.0 * chosen["error"], "metric": METRIC,
+        "size": chosen["params"],
+    })
+    study = chosen.drop(columns=[c for c in rows.columns if c in chosen.columns] + ["selected"])
+    out = pd.concat([rows, study], axis=1).reset_index(drop=True)
+    out["lrs"] = ",".join(f"{lr:g}" for lr in cfg.lrs)
+    return out
+
+
+GAP_FLOOR = 1e-5  # gaps below this are drawn on the floor: "at the bound" (float32 fits)
+_MARKERS = "osD^vP*X"
+
+
 def plot(frame: pd.DataFrame, path: Path) -> None:
-    """Error against rank per extension form (mean over seeds, log scale), with the bound.
+    """Three panels: relative error against rank per extension form (mean over seeds, log scales)
+    above the Eckart-Young bound; the gap to the bound (which forms reach the optimum at their
+    budget, which cannot); the rank-free reconstruction forms as bars.
 
     A bare matplotlib Figure (Agg canvas): no pyplot state, no backend switch."""
     from matplotlib.figure import Figure
 
-    chosen = frame[frame.selected]
+    chosen = frame[frame.selected] if "selected" in frame.columns else frame
     ext, rec = chosen[chosen.family == "extension"], chosen[chosen.family == "reconstruction"]
-    fig = Figure(figsize=(10, 4.2))
-    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.3]})
-    for method, group in ext.groupby("method", sort=False):
-        means = group.groupby("rank").error.mean()
-        style = "--" if "mpc" in method else "-"
-        ax.plot(means.index.astype(int), means.values, style, marker="o", label=method)
+    fig = Figure(figsize=(13.5, 4.4))
+    ax, gx, bx = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2.4, 2.0, 1.2]})
+    seeds = chosen.seed.nunique()
     bound = ext.groupby("rank").bound.mean()
-    ax.plot(bound.index.astype(int), bound.values, "k:", lw=2, label="Eckart-Young bound")
-    ax.set_xscale("log", base=2)
+    for i, (method, group) in enumerate(ext.groupby("method", sort=False)):
+        stats = group.groupby("rank")[["error", "gap"]].mean()
+        ranks = stats.index.astype(int)
+        style = dict(ls="--" if "mpc" in method else ":" if method == "parallel-adapter" else "-",
+                     marker=_MARKERS[i % len(_MARKERS)], ms=7 - 0.5 * i, color=f"C{i}", label=LABELS.get(method, method),
+                     mfc="none" if i % 2 else None)
+        ax.plot(ranks, stats["error"], **style)
+        gx.plot(ranks, stats["gap"].clip(lower=GAP_FLOOR), **style)
+    if len(bound):
+        ranks = bound.index.astype(int)
+        ax.plot(ranks, bound.values, color="0.35", lw=6, alpha=0.35, label="Eckart-Young bound", zorder=0)
+        for a in (ax, gx):
+            a.set_xscale("log", base=2)
+            a.set_xticks(list(ranks), [str(r) for r in ranks])
+            a.minorticks_off()
+            a.set_xlabel("rank r")
     ax.set_yscale("log")
-    ax.set_xlabel("rank r")
     ax.set_ylabel("relative error ‖∆W* − ∆W‖² / ‖∆W*‖²")
-    ax.set_title("extension forms at matched rank")
-    ax.legend(fontsize=7)
+    ax.set_title(f"error at matched rank, mean of {seeds} seed{'s' * (seeds != 1)}\n"
+                 "(grey: the best any rank-r ∆W can do)", fontsize=9.5)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    gx.set_yscale("log")
+    gx.axhline(GAP_FLOOR, color="0.35", lw=6, alpha=0.35, zorder=0)
+    gx.set_ylabel("error − bound")
+    gx.set_title(f"gap to the bound (on the grey floor: reaches it, ≤ {GAP_FLOOR:g})", fontsize=9.5)
     if len(rec):
         means = rec.groupby("method", sort=False).error.mean()
         bx.bar(range(len(means)), means.values, color="tab:gray")
-        bx.set_xticks(range(len(means)), means.index, rotation=30, fontsize=8)
-        bx.set_title("reconstruction forms")
+        bx.set_xticks(range(len(means)), [LABELS.get(m, m) for m in means.index], rotation=30, fontsize=8)
+        bx.set_ylim(0, max(1.05, float(means.max()) * 1.05))
+        bx.axhline(1.0, color="k", lw=0.8, ls=":")
+        bx.set_title("reconstruction forms (rank-free)", fontsize=9.5)
+        bx.set_ylabel("relative error (1 = ∆W = 0)")
     else:
         bx.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
+    fig.savefig(path, dpi=110, format="png")
 
 
-def run_and_write(cfg: StudyConfig, out: str | Path, progress: bool = False) -> pd.DataFrame:
-    """Run the study and write ``results.parquet`` (with provenance), ``summary.csv`` and ``study.png``."""
+def run_and_write(cfg: StudyConfig, out: str | Path, experiment: str = "decomposition",
+                  progress: bool = False) -> pd.DataFrame:
+    """Run the study; write ``result.parquet`` (stage ``synthetic-mpc``, one row per form × rank ×
+    seed, with provenance), ``grid.parquet`` (every learning rate tried), ``summary.csv`` and
+    ``synthetic-mpc.png``, each atomically (a killed job leaves no half-written file). Returns the
+    result rows."""
     from ..io import atomic_write, write_parquet
     from ..provenance import provenance
 
     started = time.perf_counter()
     out = Path(out)
     frame = run_study(cfg, progress=progress)
-    config = {"study": "synthetic-mpc", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+    config = {"study": STAGE, "experiment": experiment,
+              **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
     prov = provenance(config, time.perf_counter() - started)
+    result = result_rows(frame, cfg, experiment)
     for key, value in prov.items():
+        result[key] = value
         frame[key] = value
-    frame.insert(0, "stage", "synthetic")
-    frame.insert(0, "experiment", "decomposition-synthetic")
-    write_parquet(frame, out / "results.parquet")
+    frame.insert(0, "stage", STAGE)
+    frame.insert(0, "experiment", experiment)
+    write_parquet(frame, out / "grid.parquet")
     table = summary(frame)
     atomic_write(out / "summary.csv", lambda tmp: table.to_csv(tmp))
-    atomic_write(out / "study.png", lambda tmp: plot(frame, tmp))
-    return frame
+    atomic_write(out / "synthetic-mpc.png", lambda tmp: plot(frame, tmp))
+    write_parquet(result, out / "result.parquet")  # last: its presence means the job is complete
+    return result

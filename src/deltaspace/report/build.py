@@ -39,8 +39,9 @@ PAPER_ORDER = ("udt", "ipt", "survey", "decomposition", "quickstart")
 OPEN_ROWS = 40  # tables with more rows start collapsed
 MAX_PCA_FIGURES = 12
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-RESULT_FILE, CURVE_FILE, INTRINSIC_FILE, LANDSCAPE_FILE = (
-    "result.parquet", "curve.parquet", "intrinsic.safetensors", "landscape.png")
+RESULT_FILE, CURVE_FILE, INTRINSIC_FILE, LANDSCAPE_FILE, SYNTHETIC_FILE = (
+    "result.parquet", "curve.parquet", "intrinsic.safetensors", "landscape.png", "synthetic-mpc.png")
+MAX_HEATMAPS = 12
 REPORT_PACKAGES = ("deltaspace", "pandas", "pyarrow", "matplotlib", "seaborn", "jinja2", "numpy")
 
 
@@ -67,6 +68,7 @@ class RowView:
     label: str
     cells: list[CellView]
     is_avg: bool = False
+    is_footer: bool = False  # a row after Avg that is not averaged (e.g. |θ|)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class TableView:
     figure: Figure | None = None
     values: list[float] | None = None  # series tables: the swept values of the columns
     raw: pd.DataFrame | None = field(default=None, repr=False)
+    figure_kind: str = ""  # the spec's `figure:` (heatmap | lines | curves): drawn in the section's groups
+    spec: Any = field(default=None, repr=False)
 
     @property
     def anchor(self) -> str:
@@ -264,17 +268,23 @@ def read_table(tables_dir: str | Path, table_id: str, spec: Any = None) -> Table
     decimals = spec.decimals if spec is not None else 1
     versus_path = tables_dir / f"{table_id}.vs_paper.csv"
     if versus_path.exists():
-        long = pd.read_csv(versus_path, dtype={"row": str, "column": str, "row_label": str, "column_label": str},
+        long = pd.read_csv(versus_path, dtype={"row": str, "column": str, "row_label": str, "column_label": str,
+                                               "row_group": str, "part": str},
                            keep_default_na=False, na_values=[""])
     else:
         long = _long_from_display(pd.read_parquet(tables_dir / f"{table_id}.parquet"), spec)
-    for column in ("ours", "paper", "diff"):
+    for column in ("ours", "paper", "diff", "ours_spread", "paper_spread", "decimals"):
         long[column] = pd.to_numeric(long.get(column, pd.Series(math.nan, index=long.index)), errors="coerce")
     if "paper_avg_inconsistent" not in long.columns:
         long["paper_avg_inconsistent"] = False
     long["paper_avg_inconsistent"] = long["paper_avg_inconsistent"].astype(str).str.lower().eq("true")
+    if "part" not in long.columns:  # files written before footer rows existed: avg or body
+        long["part"] = np.where(long["row"] == "avg", "avg", "body")
+    long["part"] = long["part"].fillna("body").astype(str)
 
-    groups = {a.key: a.group or "" for a in (spec.rows or ())} if spec is not None else {}
+    groups = {a.key: a.group or "" for a in ((spec.rows or ()) + tuple(spec.footer_rows))} if spec is not None else {}
+    if "row_group" in long.columns:  # auto rows in blocks (row_groups): the compiled file knows the groups
+        groups.update({r: str(g) for r, g in zip(long["row"], long["row_group"].fillna("")) if str(g)})
     row_order = list(dict.fromkeys(long["row"]))
     column_order = list(dict.fromkeys(long["column"]))
     column_labels = dict(zip(long["column"], long["column_label"]))
@@ -282,6 +292,7 @@ def read_table(tables_dir: str | Path, table_id: str, spec: Any = None) -> Table
     by_cell = {(r.row, r.column): r for r in long.itertuples(index=False)}
     has_paper = bool(long["paper"].notna().any())
 
+    footer_rows = set(long.loc[long["part"] == "footer", "row"])
     rows: list[RowView] = []
     previous_group = None
     for row in row_order:
@@ -289,9 +300,10 @@ def read_table(tables_dir: str | Path, table_id: str, spec: Any = None) -> Table
         shown_group = group if group != previous_group else ""
         previous_group = group
         cells = [_cell(by_cell.get((row, col)), decimals) for col in column_order]
-        rows.append(RowView(row, shown_group, str(row_labels.get(row, row)), cells, is_avg=row == "avg"))
+        rows.append(RowView(row, shown_group, str(row_labels.get(row, row)), cells, is_avg=row == "avg",
+                            is_footer=row in footer_rows))
 
-    body = long[(long["row"] != "avg") & (long["column"] != "avg")]
+    body = long[(long["part"] == "body") & (long["column"] != "avg")]
     compared = long[long["diff"].notna()]
     view = TableView(
         id=table_id,
@@ -316,6 +328,8 @@ def read_table(tables_dir: str | Path, table_id: str, spec: Any = None) -> Table
         within=int((compared["diff"].abs() <= WITHIN_GREEN + 1e-9).sum()),
         mean_abs_diff=float(compared["diff"].abs().mean()) if len(compared) else math.nan,
         raw=long,
+        figure_kind=(getattr(spec, "figure", None) or "") if spec is not None else "",
+        spec=spec,
     )
     if view.kind == "series":
         view.values = [_as_float(c) for c in column_order]
@@ -328,6 +342,8 @@ def _cell(line: Any, decimals: int) -> CellView:
     if line is None:
         return CellView(MISSING, MISSING, MISSING, "none")
     ours, paper, diff = line.ours, line.paper, line.diff
+    if not math.isnan(getattr(line, "decimals", math.nan)):
+        decimals = int(line.decimals)  # the cell's own digits (a row or column of counts, of steps)
     if math.isnan(diff) and not (math.isnan(ours) or math.isnan(paper)):
         diff = ours - paper
     level = "none"
@@ -335,8 +351,17 @@ def _cell(line: Any, decimals: int) -> CellView:
         level = "ok" if abs(diff) <= WITHIN_GREEN + 1e-9 else "warn" if abs(diff) <= WITHIN_AMBER + 1e-9 else "bad"
     note = ("The paper's printed average is not the mean of its own printed cells."
             if line.paper_avg_inconsistent else "")
-    return CellView(_fmt(ours, decimals), _fmt(paper, decimals) + (" †" if note else ""),
+    return CellView(_with_spread(ours, getattr(line, "ours_spread", math.nan), decimals),
+                    _with_spread(paper, getattr(line, "paper_spread", math.nan), decimals) + (" †" if note else ""),
                     _fmt(diff, decimals, signed=True), level, note)
+
+
+def _with_spread(value: float, spread: float, decimals: int) -> str:
+    """``mean ± sd`` for tables with a spread (one seed: the mean alone)."""
+    text = _fmt(value, decimals)
+    if text != MISSING and spread is not None and not math.isnan(spread):
+        text += f" ± {_fmt(spread, decimals)}"
+    return text
 
 
 def _fmt(value: float, decimals: int, signed: bool = False) -> str:
@@ -439,7 +464,7 @@ class Inventory:
 
 def scan_results(result_dirs: Sequence[Path], problems: list[str]) -> Inventory:
     """Walk the results folders once; read every ``result.parquet``."""
-    wanted = {RESULT_FILE, CURVE_FILE, INTRINSIC_FILE, LANDSCAPE_FILE}
+    wanted = {RESULT_FILE, CURVE_FILE, INTRINSIC_FILE, LANDSCAPE_FILE, SYNTHETIC_FILE}
     folders: dict[Path, set[str]] = {}
     root_of: dict[Path, Path] = {}
     for root in result_dirs:
@@ -460,8 +485,9 @@ def scan_results(result_dirs: Sequence[Path], problems: list[str]) -> Inventory:
         except (OSError, ValueError) as exc:
             problems.append(f"skipped unreadable {path}: {exc}")
             continue
-        if "task" not in frame.columns or "test_metric" not in frame.columns:
-            problems.append(f"skipped {path}: not a result file (no task/test_metric column)")
+        if ("task" not in frame.columns or "test_metric" not in frame.columns) and "stage" not in frame.columns:
+            # a measurement stage (efficiency) names its stage and has no scores; anything else is not a result
+            problems.append(f"skipped {path}: not a result file (no task/test_metric column and no stage)")
             continue
         frame = frame.copy()
         frame["_job"] = str(folder)
@@ -509,7 +535,7 @@ def _sections(tables: list[TableView], specs: Mapping[str, Any], paper_titles: M
     unlabelled = len(inventory.rows) > 0 and ("experiment" not in inventory.rows.columns
                                               or bool(inventory.rows["experiment"].isna().any()))
     # figure files (a landscape folder has no result.parquet) whose experiment no section claims
-    figure_names = {LANDSCAPE_FILE, INTRINSIC_FILE, CURVE_FILE}
+    figure_names = {LANDSCAPE_FILE, INTRINSIC_FILE, CURVE_FILE, SYNTHETIC_FILE}
     for folder, names in inventory.folders.items():
         if names & figure_names:
             experiment = inventory.experiment_of(folder, claimed)
@@ -547,7 +573,7 @@ def _attach_figures(sections: list[PaperSection], tables: list[TableView], inven
                     category_map: Mapping[str, str]) -> None:
     known_experiments = {e for s in sections for e in s.experiments if e}
     for table in tables:
-        if table.kind != "series":
+        if table.kind != "series" and not table.figure_kind:
             table.figure = _average_figure(table)
     for section in sections:
         experiments = set(section.experiments)
@@ -559,6 +585,11 @@ def _attach_figures(sections: list[PaperSection], tables: list[TableView], inven
             _pca_group(section, inventory, in_section, known_experiments, category_map),
             _curve_group(section, inventory, in_section, known_experiments),
         ]
+        # groups of the survey and decomposition studies: only where their tables or files exist
+        section.groups += [g for g in (_convergence_group(section, inventory), _transfer_group(section),
+                                       _memory_group(section),
+                                       _synthetic_group(section, inventory, in_section, known_experiments))
+                           if g is not None]
 
 
 def _membership(experiments: set[str], other: bool):
@@ -850,6 +881,147 @@ def _curve_group(section: PaperSection, inventory: Inventory, in_section, known:
     for name, part in curves.groupby("group", sort=True):
         group.figures.extend(plots.training_curves(part, str(name)))
     return group
+
+
+def _convergence_group(section: PaperSection, inventory: Inventory) -> FigureGroup | None:
+    """Survey Figures 6-8 for every compiled table drawn as ``curves``: per task, the dev curve of the
+    run each method selects on dev (the run the table reports), one line per method."""
+    from ..tables.select import filter_rows
+
+    tables = [t for t in section.tables if t.figure_kind == "curves" and t.spec is not None]
+    if not tables:
+        return None
+    group = FigureGroup("Convergence: dev score vs step (survey Figures 6-8)")
+    rows = inventory.rows
+    for table in tables:
+        runs = filter_rows(rows, table.spec.select or {}) if len(rows) else rows
+        methods = _column_methods(table.spec)
+        if methods and "method" in runs.columns:
+            runs = runs[runs["method"].isin(methods)]
+        if runs.empty or "method" not in runs.columns:
+            group.notes.append(f"{table.id}: no runs yet.")
+            continue
+        frames, without = [], 0
+        for (task, method), cell in runs.groupby(["task", "method"], sort=True):
+            best = best_run(cell)
+            if best is None:
+                continue
+            curve_path = Path(str(best["_job"])) / CURVE_FILE
+            try:
+                curve = pd.read_parquet(curve_path, columns=["step", "dev_metric"])
+            except (OSError, ValueError, KeyError):
+                without += 1
+                continue
+            frames.append(curve.assign(task=str(task), method=str(method)))
+        if without:
+            group.notes.append(f"{table.id}: {without} selected run(s) have no readable {CURVE_FILE}.")
+        figure = plots.convergence_curves(pd.concat(frames, ignore_index=True), table.title) if frames else None
+        if figure is None:
+            group.notes.append(f"{table.id}: no curves to draw yet.")
+        else:
+            group.figures.append(figure)
+    return group
+
+
+def _column_methods(spec: Any) -> list[str]:
+    """The methods a spec's columns select (empty: any)."""
+    found: list[str] = []
+    for axis in spec.columns or ():
+        method = (axis.match or {}).get("method")
+        for m in method if isinstance(method, list) else [method]:
+            if m is not None and m not in found:
+                found.append(str(m))
+    return found
+
+
+def best_run(runs: pd.DataFrame) -> pd.Series | None:
+    """The run a best-on-dev cell reports: highest dev score, ties to the lowest seed, then lr
+    (:func:`deltaspace.tables.select.best_on_dev`)."""
+    from ..tables.select import TIE_BREAK
+
+    runs = runs[runs["dev_metric"].notna()] if "dev_metric" in runs.columns else runs.iloc[0:0]
+    if runs.empty:
+        return None
+    ties = [c for c in TIE_BREAK if c in runs.columns]
+    ordered = runs.sort_values(["dev_metric", *ties], ascending=[False, *([True] * len(ties))], kind="stable")
+    return ordered.iloc[0]
+
+
+def _body(table: TableView) -> pd.DataFrame:
+    raw = table.raw if table.raw is not None else pd.DataFrame(columns=["row", "column", "part"])
+    body = raw[(raw["part"] == "body") & (raw["column"] != "avg")].copy()
+    body["row_group"] = body["row_group"].fillna("").astype(str) if "row_group" in body.columns else ""
+    groups = {r.key: r.group for r in (table.spec.rows or ())} if table.spec is not None and table.spec.rows else {}
+    if groups:
+        body["row_group"] = [groups.get(r) or g for r, g in zip(body["row"], body["row_group"])]
+    return body
+
+
+def _transfer_group(section: PaperSection) -> FigureGroup | None:
+    """Survey Figure 12: one heatmap per block of rows (per method) of every table drawn as ``heatmap``."""
+    tables = [t for t in section.tables if t.figure_kind == "heatmap"]
+    if not tables:
+        return None
+    group = FigureGroup("Task-level transferability (survey Figure 12)")
+    for table in tables:
+        body = _body(table)
+        drawn = 0
+        for name, block in body.groupby("row_group", sort=False):
+            matrix = block.pivot_table(index="row_label", columns="column_label", values="ours", aggfunc="first",
+                                       dropna=False, sort=False)
+            matrix = matrix.reindex(index=list(dict.fromkeys(block["row_label"])),
+                                    columns=list(dict.fromkeys(block["column_label"])))
+            if drawn >= MAX_HEATMAPS:
+                group.notes.append(f"{table.id}: block {name} not drawn (more than {MAX_HEATMAPS}).")
+                continue
+            figure = plots.heatmap(matrix, f"{table.id}: {name}" if name else table.id)
+            if figure is None:
+                group.notes.append(f"{table.id}{': ' + str(name) if name else ''}: no numbers yet.")
+            else:
+                group.figures.append(figure)
+                drawn += 1
+        if body.empty:
+            group.notes.append(f"{table.id}: no rows yet (no transfer results).")
+    return group
+
+
+def _memory_group(section: PaperSection) -> FigureGroup | None:
+    """Survey Figure 9: every table drawn as ``lines`` (rows = methods in blocks per backbone, columns =
+    batch sizes), as peak memory against batch size."""
+    tables = [t for t in section.tables if t.figure_kind == "lines"]
+    if not tables:
+        return None
+    group = FigureGroup("Memory: peak memory vs batch size (survey Figure 9)")
+    for table in tables:
+        body = _body(table)
+        frame = pd.DataFrame({"panel": body["row_group"], "series": body["row_label"].astype(str),
+                              "x": body["column_label"].astype(str), "value": body["ours"]})
+        unit = table.title[table.title.rfind("(") + 1: -1] if table.title.endswith(")") else "value"
+        figure = plots.memory_lines(frame, table.title, f"peak memory ({unit})")
+        if figure is None:
+            group.notes.append(f"{table.id}: no measurements yet.")
+        else:
+            group.figures.append(figure)
+    return group
+
+
+def _synthetic_group(section: PaperSection, inventory: Inventory, in_section, known: set[str]) -> FigureGroup | None:
+    """The decomposition paper's synthetic study: every synthetic-mpc.png of this section's experiments."""
+    group = FigureGroup("Synthetic MPC study: error vs rank per decomposed form (decomposition paper, Props 1-2)")
+    for folder in sorted(f for f, names in inventory.folders.items() if SYNTHETIC_FILE in names):
+        if not in_section(inventory.experiment_of(folder, known)):
+            continue
+        path = folder / SYNTHETIC_FILE
+        try:
+            uri = plots.png_uri(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            group.notes.append(f"{inventory.relative(path)}: not inlined ({exc}).")
+            continue
+        group.figures.append(Figure(inventory.relative(folder), uri,
+                                    "Relative error of each form at matched rank (mean over seeds) above the "
+                                    "Eckart-Young bound, the gap to it, and the rank-free forms; inlined from "
+                                    f"{inventory.relative(path)} (deltaspace synthetic-mpc)."))
+    return group if group.figures or group.notes else None
 
 
 def _text(value: Any) -> str:

@@ -248,3 +248,113 @@ def _log_x_if_wide(ax, x: Iterable[float]) -> None:
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:g}" for t in ticks])
         ax.minorticks_off()
+
+
+# ------------------------------------------------------------------ survey figures: convergence, transfer, memory
+
+
+def convergence_curves(curves: pd.DataFrame, title: str, max_tasks: int = MAX_CURVE_TASKS) -> Figure | None:
+    """Survey Figures 6-8: dev score against step, one panel per task, one line per method.
+
+    ``curves`` is long format with ``task``, ``method``, ``step`` and ``dev_metric``: the curve of the
+    run each (task, method) selects on dev, so every line is the run its table cell reports. A dot marks
+    the best evaluation (the checkpoint that was tested).
+    """
+    if curves.empty or curves["dev_metric"].notna().sum() == 0:
+        return None
+    _theme()
+    tasks = sorted(curves["task"].astype(str).unique())
+    shown, omitted = tasks[:max_tasks], tasks[max_tasks:]
+    methods = sorted(curves["method"].astype(str).unique())
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 0.5, 2.6 * rows + 0.4), squeeze=False)
+    for ax, task in zip(axes.flat, shown):
+        part = curves[curves["task"].astype(str) == task]
+        for method, line in part.groupby("method", sort=True):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["dev_metric"], color=palette[str(method)], lw=1.5, label=str(method))
+            if line["dev_metric"].notna().any():
+                best = line.loc[line["dev_metric"].idxmax()]
+                ax.plot([best["step"]], [best["dev_metric"]], "o", color=palette[str(method)], ms=4)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("dev score", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_axis_off()
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.75 / height  # room above the panels for the title and the legend, whatever the rows
+    fig.tight_layout(rect=(0, 0, 1, top))
+    handles = [plt.Line2D([], [], color=palette[m], lw=2) for m in methods]
+    fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 6), fontsize=8,
+               bbox_to_anchor=(0.5, top), frameon=False)
+    fig.suptitle(title, y=1 - 0.08 / height, fontsize=10)
+    caption = (f"{len(shown)} task(s); per task and method the run selected on dev (its best evaluation, the "
+               f"tested checkpoint, is the dot).")
+    if omitted:
+        caption += f" Not drawn: {len(omitted)} more task(s) ({', '.join(omitted[:6])}{', ...' if len(omitted) > 6 else ''})."
+    return Figure(title, figure_uri(fig), caption)
+
+
+def heatmap(matrix: pd.DataFrame, title: str, clip: float = 150.0) -> Figure | None:
+    """Survey Figure 12: one source x target matrix of relative transfer (%), numbers in the cells.
+
+    Colours saturate at ``clip`` (a transfer can exceed 100%, A26: only the colour is clipped, the
+    printed number is not); missing cells are blank.
+    """
+    values = matrix.to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        return None
+    _theme()
+    n_rows, n_cols = matrix.shape
+    fig, ax = plt.subplots(figsize=(0.62 * n_cols + 2.6, 0.42 * n_rows + 1.6))
+    annotate = n_rows * n_cols <= 400
+    sns.heatmap(matrix.astype(float), ax=ax, cmap="viridis", vmin=0, vmax=clip, annot=annotate, fmt=".0f",
+                annot_kws={"fontsize": 7}, linewidths=0.4, linecolor="white",
+                cbar_kws={"label": "relative performance (%)", "shrink": 0.8}, mask=~np.isfinite(values))
+    ax.grid(False)  # the theme's grid would cross the blank (missing) cells
+    ax.set_facecolor("white")
+    ax.set_xlabel("target task")
+    ax.set_ylabel("source task")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    caption = (f"100 x zero-shot score / the target's own score; colours saturate at {clip:.0f}%, blank = no run. "
+               f"{int(np.isfinite(values).sum())} of {values.size} cells.")
+    return Figure(title, figure_uri(fig), caption)
+
+
+def memory_lines(frame: pd.DataFrame, title: str, ylabel: str) -> Figure | None:
+    """Survey Figure 9: peak memory against batch size, one panel per backbone, one line per method.
+
+    ``frame``: ``panel``, ``series``, ``x`` (the column label, e.g. a batch size; drawn at evenly
+    spaced positions so the static "0" fits beside 64) and ``value``.
+    """
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    if frame.empty:
+        return None
+    _theme()
+    panels = list(dict.fromkeys(frame["panel"].astype(str)))
+    xs = list(dict.fromkeys(frame["x"].astype(str)))
+    series = sorted(frame["series"].astype(str).unique())
+    palette = dict(zip(series, sns.color_palette("colorblind", len(series))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.8, 3.4), squeeze=False, sharey=False)
+    for ax, panel in zip(axes[0], panels):
+        part = frame[frame["panel"].astype(str) == panel]
+        for name, line in part.groupby("series", sort=True):
+            pos = [xs.index(str(x)) for x in line["x"]]
+            ax.plot(pos, line["value"], marker="o", color=palette[str(name)], label=str(name), lw=1.6)
+        values = part["value"].to_numpy(dtype=float)
+        if (values > 0).all() and values.max() / values.min() > 20:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel or title, fontsize=10)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title, y=1.03, fontsize=10)
+    fig.tight_layout()
+    caption = "One line per method; a missing point is a measurement not taken or out of memory (never 0)."
+    return Figure(title, figure_uri(fig), caption)

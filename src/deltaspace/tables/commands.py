@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spec", action="append", metavar="ID", help="table id (repeatable)")
     parser.add_argument("--paper", action="append", metavar="NAME", help="every table of a paper (repeatable)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="compile even when no result file matches (every cell missing) instead of failing")
     parser.set_defaults(func=compile_command)
     sub = parser.add_subparsers(dest="tables_command", metavar="{list}")
     lister = sub.add_parser("list", help="print the table specs", description="Print every table spec.")
@@ -38,7 +40,7 @@ def compile_command(args: argparse.Namespace) -> int:
         return 2
     try:
         specs = select_specs(load_specs(), args.spec, args.paper)
-        results = load_results(args.results)
+        results = load_results(args.results, allow_empty=getattr(args, "allow_empty", False))
         for spec in specs:
             table = compile_table(spec, results)
             write_table(table, args.out)

@@ -8,8 +8,11 @@ between selectors) are checked in :mod:`deltaspace.tables.spec`.
 
 from __future__ import annotations
 
-KINDS = ("absolute", "relative_optimization", "relative_transfer", "transfer_matrix", "series", "task_mean")
-STATISTICS = ("best_on_dev", "seed_mean", "seed_std")
+KINDS = ("absolute", "relative", "relative_optimization", "relative_transfer", "transfer_matrix", "task_transfer",
+         "series", "task_mean")
+STATISTICS = ("best_on_dev", "seed_mean", "seed_std", "mean")
+SPREADS = ("seed_std",)
+FIGURES = ("heatmap", "lines", "curves")
 
 _SCALAR = {"type": ["string", "number", "boolean", "null"]}
 
@@ -21,6 +24,10 @@ _SELECTOR = {
     "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "minItems": 1}]},
 }
 
+# a result column or arithmetic over result columns (deltaspace.tables.values)
+_VALUE = {"type": ["string", "number"]}
+_COLUMN_NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"}
+
 _AXIS = {
     "type": "object",
     "required": ["key"],
@@ -31,6 +38,9 @@ _AXIS = {
         "group": {"type": "string"},
         "match": {"$ref": "#/$defs/selector"},
         "tasks_from": {"$ref": "#/$defs/selector"},
+        "value": _VALUE,
+        "statistic": {"enum": list(STATISTICS)},
+        "decimals": {"type": "integer", "minimum": 0, "maximum": 4},
     },
 }
 
@@ -53,6 +63,9 @@ _TABLE = {
         "notes": {"type": "string"},
         "kind": {"enum": list(KINDS)},
         "statistic": {"enum": list(STATISTICS)},
+        "spread": {"enum": list(SPREADS)},
+        "value": _VALUE,
+        "figure": {"enum": list(FIGURES)},
         "decimals": {"type": "integer", "minimum": 0, "maximum": 4},
         "select": {"$ref": "#/$defs/selector"},
         "reference": {
@@ -62,6 +75,8 @@ _TABLE = {
             "properties": {
                 "select": {"$ref": "#/$defs/selector"},
                 "on": {"type": "object", "additionalProperties": {"type": "string"}},
+                "statistic": {"enum": list(STATISTICS)},
+                "value": _VALUE,
             },
         },
         "diagonal": {"$ref": "#/$defs/selector"},
@@ -70,11 +85,16 @@ _TABLE = {
         "row_header": {"type": "string"},
         "row_group_label": {"type": "string"},
         "rows": {"anyOf": [{"const": "auto"}, {"type": "array", "items": {"$ref": "#/$defs/axis"}, "minItems": 1}]},
-        "columns": {"type": "array", "items": {"$ref": "#/$defs/axis"}, "minItems": 1},
+        "columns": {"anyOf": [{"const": "auto"}, {"type": "array", "items": {"$ref": "#/$defs/axis"}, "minItems": 1}]},
+        "row_axis": _COLUMN_NAME,
+        "column_axis": _COLUMN_NAME,
+        "row_groups": _COLUMN_NAME,
+        "footer_rows": {"type": "array", "items": {"$ref": "#/$defs/axis"}, "minItems": 1},
         "avg_row": {"type": "boolean"},
         "avg_column": {"type": "boolean"},
         "avg_label": {"type": "string"},
         "published": {"$ref": "#/$defs/published"},
+        "published_spread": {"$ref": "#/$defs/published"},
         "published_avg_inconsistent": {
             "type": "array",
             "items": {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 2, "maxItems": 2},
@@ -82,7 +102,8 @@ _TABLE = {
     },
     "allOf": [
         # relative tables need a denominator; absolute ones must not pretend to have one
-        {"if": {"properties": {"kind": {"enum": ["relative_optimization", "relative_transfer"]}}},
+        {"if": {"properties": {"kind": {"enum": ["relative", "relative_optimization", "relative_transfer",
+                                                 "task_transfer"]}}},
          "then": {"required": ["reference"]}},
         {"if": {"properties": {"kind": {"const": "absolute"}}},
          "then": {"not": {"required": ["reference"]}}},
@@ -91,8 +112,9 @@ _TABLE = {
          "then": {"required": ["param", "values", "rows"], "not": {"required": ["columns"]}},
          "else": {"required": ["columns", "rows"], "not": {"anyOf": [{"required": ["param"]},
                                                                      {"required": ["values"]}]}}},
-        {"if": {"not": {"properties": {"kind": {"const": "transfer_matrix"}}}},
+        {"if": {"not": {"properties": {"kind": {"enum": ["transfer_matrix", "task_transfer"]}}}},
          "then": {"not": {"required": ["diagonal"]}}},
+        {"if": {"required": ["published_spread"]}, "then": {"required": ["spread"]}},
     ],
 }
 

@@ -23,14 +23,18 @@ TIE_BREAK = ("seed", "lr")  # equal dev scores: the lowest seed, then the lowest
 
 def filter_rows(results: pd.DataFrame, selector: Mapping[str, Any]) -> pd.DataFrame:
     """Rows matching every ``column: value`` of the selector (a list means any of its values,
-    ``None`` a missing value). A column the results lack matches nothing, never everything."""
+    ``None`` a missing value). A column the results lack matches nothing, never everything, except
+    ``None``: where no run has the column, every run's value is missing (``template: null`` selects
+    the runs that were not labelled with a template)."""
     if results.empty or not selector:
         return results
     mask = np.ones(len(results), dtype=bool)
     for column, wanted in selector.items():
-        if column not in results.columns:
-            return results.iloc[0:0]
         values = wanted if isinstance(wanted, list) else [wanted]
+        if column not in results.columns:
+            if None in values:
+                continue
+            return results.iloc[0:0]
         present = [v for v in values if v is not None]
         hit = results[column].isin(present).to_numpy() if present else np.zeros(len(results), dtype=bool)
         if len(present) < len(values):
@@ -39,49 +43,61 @@ def filter_rows(results: pd.DataFrame, selector: Mapping[str, Any]) -> pd.DataFr
     return results[mask]
 
 
-def best_on_dev(runs: pd.DataFrame) -> float:
-    """Test metric of the run with the best dev metric; NaN when no run has a dev score."""
+def best_on_dev(runs: pd.DataFrame, value: str = "test_metric") -> float:
+    """``value`` (the test metric) of the run with the best dev metric; NaN when no run has a dev score."""
     runs = runs[runs["dev_metric"].notna()]
     if runs.empty:
         return math.nan
     ties = [c for c in TIE_BREAK if c in runs.columns]
     ordered = runs.sort_values(["dev_metric", *ties], ascending=[False, *([True] * len(ties))],
                                kind="stable", na_position="last")
-    return float(ordered["test_metric"].iloc[0])
+    return float(ordered[value].iloc[0])
 
 
-def seed_mean(runs: pd.DataFrame) -> float:
-    """Mean test metric over the seeds of the hyper-parameter setting with the best mean dev.
+def seed_mean(runs: pd.DataFrame, value: str = "test_metric") -> float:
+    """Mean ``value`` over the seeds of the hyper-parameter setting with the best mean dev.
 
-    For papers that report the mean of several seeds (the decomposition paper's 5 runs) rather than
-    one best run.
+    For papers that report the mean of several seeds (the decomposition paper's 5 runs, the survey's
+    combination tables) rather than one best run.
     """
-    best = _best_setting(runs)
-    return math.nan if best is None else float(best["test_metric"].mean())
+    best = _best_setting(runs, value)
+    return math.nan if best is None else float(best[value].mean())
 
 
-def seed_std(runs: pd.DataFrame) -> float:
-    """Sample standard deviation (ddof=1) of the test metric over the seeds of the best setting.
+def seed_std(runs: pd.DataFrame, value: str = "test_metric") -> float:
+    """Sample standard deviation (ddof=1) of ``value`` over the seeds of the best setting.
 
     IPT Table 2 reports the spread over 10 runs of the selected hyper-parameters. Only settings run
     with at least two seeds have a spread, so only they compete (a grid searched with one seed and
     repeated at its winner still works); with none the cell is missing rather than 0.
     """
-    best = _best_setting(runs, min_runs=2)
-    return math.nan if best is None else float(best["test_metric"].std(ddof=1))
+    best = _best_setting(runs, value, min_runs=2)
+    return math.nan if best is None else float(best[value].std(ddof=1))
 
 
-STATISTICS: dict[str, Callable[[pd.DataFrame], float]] = {
+def mean(runs: pd.DataFrame, value: str = "test_metric") -> float:
+    """Plain mean of ``value`` over every run of the cell: no dev score takes part.
+
+    For numbers that are not chosen on dev: measurements (peak memory), parameter shares, the
+    synthetic study (its learning rate is already chosen on the fitted objective), and task transfer
+    (the source run was chosen on the source's dev; the transfer itself has no dev score).
+    """
+    values = pd.to_numeric(runs[value], errors="coerce").dropna() if len(runs) else pd.Series(dtype=float)
+    return float(values.mean()) if len(values) else math.nan
+
+
+STATISTICS: dict[str, Callable[[pd.DataFrame, str], float]] = {
     "best_on_dev": best_on_dev,
     "seed_mean": seed_mean,
     "seed_std": seed_std,
+    "mean": mean,
 }
 
 
-def _best_setting(runs: pd.DataFrame, min_runs: int = 1) -> pd.DataFrame | None:
+def _best_setting(runs: pd.DataFrame, value: str, min_runs: int = 1) -> pd.DataFrame | None:
     """The runs of the hyper-parameter setting with the best mean dev score (among settings with at
-    least ``min_runs`` runs that have a test score)."""
-    runs = runs[runs["dev_metric"].notna() & runs["test_metric"].notna()]
+    least ``min_runs`` runs that have a ``value``)."""
+    runs = runs[runs["dev_metric"].notna() & runs[value].notna()]
     keys = [c for c in HYPERPARAMETERS if c in runs.columns]
     groups = [group for _, group in runs.groupby(keys, dropna=False, sort=True)] if keys else [runs]
     groups = [g for g in groups if len(g) >= min_runs]

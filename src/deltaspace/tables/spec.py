@@ -8,7 +8,7 @@ YAML entry; :mod:`deltaspace.tables.compile` interprets every spec with the same
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -17,6 +17,7 @@ import yaml
 
 from .errors import TableSpecError
 from .schema import SPEC_FILE_SCHEMA
+from .values import DEFAULT_VALUE, Value, parse_value
 
 SPEC_DIR = Path(__file__).parent / "specs"
 AVG = "avg"  # reserved row/column key of the Avg row and column, in ``published`` too
@@ -33,6 +34,9 @@ class Axis:
     match: Selector | None = None
     tasks_from: Selector | None = None
     group: str | None = None
+    value: Value | None = None  # overrides the table's value for this row or column
+    statistic: str | None = None  # overrides the table's statistic
+    decimals: int | None = None  # overrides the table's decimals when printing
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Reference:
 
     select: Selector
     on: Mapping[str, str] | None = None
+    statistic: str = "best_on_dev"  # how the denominator's runs become one number
+    value: Value | None = None  # what it reads (default: the table's value)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ class TableSpec:
     caption: str = ""
     notes: str = ""
     statistic: str = "best_on_dev"
+    value: Value = field(default_factory=lambda: parse_value(DEFAULT_VALUE, "default"))
+    spread: str | None = None  # a second statistic printed as "± spread" (seed_std)
+    figure: str | None = None  # how the report draws the table (heatmap | lines | curves)
     decimals: int = 1
     select: Selector | None = None
     reference: Reference | None = None
@@ -67,13 +76,18 @@ class TableSpec:
     param: str | None = None
     values: tuple[float, ...] | None = None  # series; None = every value found in the results
     rows: tuple[Axis, ...] | None = None  # None = every task found in the results ("auto")
-    columns: tuple[Axis, ...] | None = None
+    columns: tuple[Axis, ...] | None = None  # None = auto (every value of the column axis found)
+    row_axis: str | None = None  # result column auto rows enumerate (default: the kind's)
+    column_axis: str | None = None  # result column auto columns enumerate (default: the kind's)
+    row_groups: str | None = None  # auto rows: one block of rows per value of this column
+    footer_rows: tuple[Axis, ...] = ()  # rows printed after Avg and left out of it (e.g. |θ|)
     row_header: str = "Row"
     row_group_label: str | None = None
     avg_row: bool = False
     avg_column: bool = False
     avg_label: str = "Avg."
     published: Mapping[str, Mapping[str, float | None]] | None = None
+    published_spread: Mapping[str, Mapping[str, float | None]] | None = None
     published_avg_inconsistent: frozenset[tuple[str, str]] = frozenset()
 
     @property
@@ -129,8 +143,17 @@ def _load_file(path: Path) -> list[TableSpec]:
         raise TableSpecError(f"{path.name}: not valid YAML: {exc}") from None
     except OSError as exc:
         raise TableSpecError(f"cannot read table spec {path}: {exc.strerror}") from None
+    _unquoted_on(data)
     _validate_schema(path, data)
     return [_build_table(path, data["paper"], entry) for entry in data["tables"]]
+
+
+def _unquoted_on(data: Any) -> None:
+    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; in ``reference`` it means ``on``."""
+    for entry in (data.get("tables") or []) if isinstance(data, dict) else []:
+        reference = entry.get("reference") if isinstance(entry, dict) else None
+        if isinstance(reference, dict) and True in reference and "on" not in reference:
+            reference["on"] = reference.pop(True)
 
 
 def _validate_schema(path: Path, data: Any) -> None:
@@ -163,6 +186,12 @@ def _table_id_at(data: Any, path: Iterable[Any]) -> str:
 
 
 def _build_table(path: Path, paper: str, entry: dict[str, Any]) -> TableSpec:
+    where = f"{path.name}: table {entry['id']}"
+    reference = None
+    if "reference" in entry:
+        ref = entry["reference"]
+        reference = Reference(select=ref["select"], on=ref.get("on"), statistic=ref.get("statistic", "best_on_dev"),
+                              value=parse_value(ref["value"], f"{where}, reference") if "value" in ref else None)
     spec = TableSpec(
         id=entry["id"],
         paper=paper,
@@ -172,31 +201,41 @@ def _build_table(path: Path, paper: str, entry: dict[str, Any]) -> TableSpec:
         caption=entry.get("caption", ""),
         notes=entry.get("notes", ""),
         statistic=entry.get("statistic", "best_on_dev"),
+        value=parse_value(entry.get("value", DEFAULT_VALUE), where),
+        spread=entry.get("spread"),
+        figure=entry.get("figure"),
         decimals=entry.get("decimals", 1),
         select=entry.get("select"),
-        reference=Reference(**entry["reference"]) if "reference" in entry else None,
+        reference=reference,
         diagonal=entry.get("diagonal"),
         param=entry.get("param"),
         values=None if entry.get("values", "auto") == "auto" else tuple(entry["values"]),
-        rows=_axes(entry.get("rows")),
-        columns=_axes(entry.get("columns")),
+        rows=_axes(entry.get("rows"), where),
+        columns=_axes(entry.get("columns"), where),
+        row_axis=entry.get("row_axis"),
+        column_axis=entry.get("column_axis"),
+        row_groups=entry.get("row_groups"),
+        footer_rows=_axes(entry.get("footer_rows"), where) or (),
         row_header=entry.get("row_header", "Row"),
-        row_group_label=entry.get("row_group_label"),
+        row_group_label=entry.get("row_group_label", str(entry.get("row_groups", "")).capitalize() or None),
         avg_row=entry.get("avg_row", False),
         avg_column=entry.get("avg_column", False),
         avg_label=entry.get("avg_label", "Avg."),
         published=_published(entry.get("published")),
+        published_spread=_published(entry.get("published_spread")),
         published_avg_inconsistent=frozenset((str(r), str(c)) for r, c in entry.get("published_avg_inconsistent", [])),
     )
     _check_cross_references(spec)
     return spec
 
 
-def _axes(entries: list[dict[str, Any]] | str | None) -> tuple[Axis, ...] | None:
+def _axes(entries: list[dict[str, Any]] | str | None, where: str) -> tuple[Axis, ...] | None:
     if entries is None or entries == "auto":
         return None
     return tuple(Axis(key=str(e["key"]), label=e.get("label", str(e["key"])), match=e.get("match"),
-                      tasks_from=e.get("tasks_from"), group=e.get("group")) for e in entries)
+                      tasks_from=e.get("tasks_from"), group=e.get("group"),
+                      value=parse_value(e["value"], f"{where}, {e['key']}") if "value" in e else None,
+                      statistic=e.get("statistic"), decimals=e.get("decimals")) for e in entries)
 
 
 def _published(table: dict[Any, dict[Any, float | None]] | None) -> dict[str, dict[str, float | None]] | None:
@@ -207,7 +246,14 @@ def _published(table: dict[Any, dict[Any, float | None]] | None) -> dict[str, di
 
 def _check_cross_references(spec: TableSpec) -> None:
     """Keys must be unique and every published number must land on a row and column of the table."""
-    for name, axes in (("rows", spec.rows), ("columns", spec.columns)):
+    if spec.row_groups is not None and spec.rows is not None:
+        raise TableSpecError(f"{spec.where}: row_groups only applies to rows: auto (explicit rows name their "
+                             f"own group)")
+    if spec.row_axis is not None and spec.rows is not None:
+        raise TableSpecError(f"{spec.where}: row_axis only applies to rows: auto (explicit rows give a match)")
+    if spec.column_axis is not None and spec.columns is not None:
+        raise TableSpecError(f"{spec.where}: column_axis only applies to columns: auto")
+    for name, axes in (("rows", (spec.rows or ()) + spec.footer_rows), ("columns", spec.columns)):
         keys = [a.key for a in axes or ()]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
@@ -217,21 +263,26 @@ def _check_cross_references(spec: TableSpec) -> None:
     if spec.published is None:
         if spec.published_avg_inconsistent:
             raise TableSpecError(f"{spec.where}: published_avg_inconsistent given without published numbers")
+        if spec.published_spread is not None:
+            raise TableSpecError(f"{spec.where}: published_spread given without published numbers")
         return
     if spec.rows is None:
         raise TableSpecError(f"{spec.where}: published numbers need explicit rows, not rows: auto")
+    if spec.columns is None and spec.kind != "series":
+        raise TableSpecError(f"{spec.where}: published numbers need explicit columns, not columns: auto")
     if spec.kind == "series" and spec.values is None:
         raise TableSpecError(f"{spec.where}: published numbers need explicit values, not values: auto")
-    row_keys = [a.key for a in spec.rows] + ([AVG] if spec.avg_row else [])
+    row_keys = [a.key for a in spec.rows + spec.footer_rows] + ([AVG] if spec.avg_row else [])
     col_keys = column_keys(spec) + ([AVG] if spec.avg_column else [])
-    for row, cells in spec.published.items():
-        if row not in row_keys:
-            raise TableSpecError(f"{spec.where}: published row {row!r} is not a row of the table "
-                                 f"(rows: {', '.join(row_keys)})")
-        for col in cells:
-            if col not in col_keys:
-                raise TableSpecError(f"{spec.where}: published.{row}.{col}: {col!r} is not a column of the "
-                                     f"table (columns: {', '.join(col_keys)})")
+    for name, published in (("published", spec.published), ("published_spread", spec.published_spread)):
+        for row, cells in (published or {}).items():
+            if row not in row_keys:
+                raise TableSpecError(f"{spec.where}: {name} row {row!r} is not a row of the table "
+                                     f"(rows: {', '.join(row_keys)})")
+            for col in cells:
+                if col not in col_keys:
+                    raise TableSpecError(f"{spec.where}: {name}.{row}.{col}: {col!r} is not a column of the "
+                                         f"table (columns: {', '.join(col_keys)})")
     for row, col in sorted(spec.published_avg_inconsistent):
         if AVG not in (row, col):
             raise TableSpecError(f"{spec.where}: published_avg_inconsistent names [{row}, {col}], "
