@@ -151,7 +151,7 @@ EXPECTED = {
     "config/paper/survey-scale.yaml": {
         "prepare": 3 * 3,                    # tasks x T5 sizes
         "train_delta": 3 * 6 * 3,            # tasks x methods x T5 sizes, 1 lr, 1 seed
-        "tables": 2,
+        "tables": 1,
         "report": 1,
         "all": 1,
     },

@@ -22,7 +22,7 @@ from snakemake.exceptions import WorkflowError
 # composite method joins registry names with "+" (prompt+bitfit+adapter: survey section 5.2).
 REGISTRY_METHODS = ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune", "lora-mpco", "lora-mpcd",
                     "lora-mpcn", "parallel-adapter", "trilora", "flora", "adalora", "dora", "ssl", "ssb", "ia3",
-                    "sam-parser", "last-layer", "selective")
+                    "sam-parser", "last-layer", "selective", "classifier")
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
 INSTANCE_KEYS = ("method", "record")
 MODES_NEEDING_STAGE0 = ("joint", "msf")  # they decompose the training tasks' stage-0 solutions
