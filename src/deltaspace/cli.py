@@ -11,8 +11,8 @@ import sys
 
 # Modules with a `register(subparsers)` function, in the order `--help` lists them.
 COMMAND_MODULES = ("deltaspace.describe", "deltaspace.data.commands", "deltaspace.train.commands",
-                   "deltaspace.subspace.commands", "deltaspace.tables.commands", "deltaspace.report.commands",
-                   "deltaspace.decomposition.commands")
+                   "deltaspace.train.transfer", "deltaspace.efficiency", "deltaspace.subspace.commands",
+                   "deltaspace.tables.commands", "deltaspace.report.commands", "deltaspace.decomposition.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
