@@ -355,3 +355,59 @@ def test_record_adds_and_overrides_columns(toy, tmp_path, capsys):
     assert df["rank"].dtype.kind == "i" and df["scale"].dtype.kind == "f"
     assert train(toy, tmp_path / "p", "--set", "r=4", "--record", "git_commit=abc", steps=2) == 2
     assert "'git_commit' is a provenance column and cannot be overridden" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- train metric (survey Table 7)
+
+
+def test_train_eval_scores_a_fixed_sample_of_the_training_set(toy, tmp_path, capsys):
+    from deltaspace.train.stage0 import train_sample
+
+    rows = [{"i": i} for i in range(50)]
+    sample = train_sample(rows, 10)
+    assert len(sample) == 10 and sample == train_sample(rows, 10)  # the same rows every time, in order
+    assert [r["i"] for r in sample] == sorted(r["i"] for r in sample) and sample != rows[:10]
+    assert train_sample(rows[:5], 10) == rows[:5]
+
+    out = tmp_path / "t"
+    assert train(toy, out, "--set", "r=4", "--train-eval", "16", steps=6) == 0
+    row = result(out)
+    assert 0.0 <= row.train_metric <= 100.0
+    # the whole toy training set (16 rows) scored with the saved θ gives the same number
+    from deltaspace.heads import make_head
+    from deltaspace.train.batching import load_task_data, split_rows
+    from deltaspace.train.evaluate import evaluate_rows
+
+    theta, meta = theta_of(out)
+    bb = load_backbone("tiny-bert", seed=7)
+    delta = build_delta("lora", bb, r=4)
+    data = load_task_data(toy)
+    again = evaluate_rows(delta, make_head(bb, delta, data.verbalizers), theta, split_rows(data, "train"),
+                          data.metric, 32)
+    assert again == pytest.approx(row.train_metric)
+    assert train(toy, tmp_path / "plain", "--set", "r=4", steps=2) == 0
+    assert "train_metric" not in pd.read_parquet(tmp_path / "plain" / "result.parquet").columns
+    assert train(toy, tmp_path / "z", "--set", "r=4", "--train-eval", "0", steps=2) == 2
+    assert "--train-eval must be at least 1" in capsys.readouterr().err
+
+
+def test_zero_steps_scores_the_starting_point(toy, tmp_path):
+    """--steps 0 is the survey's zero-shot column: a zero-init delta at step 0 is the bare backbone."""
+    from deltaspace.heads import make_head
+    from deltaspace.train.batching import load_task_data, split_rows
+    from deltaspace.train.evaluate import evaluate_rows
+
+    out = tmp_path / "zero"
+    assert train(toy, out, "--set", "r=4", "--record", "method=zero-shot", steps=0) == 0
+    row = result(out)
+    assert row.method == "zero-shot" and row.best_step == 0 and row.steps_run == 0
+    theta, _ = theta_of(out)
+    bb = load_backbone("tiny-bert", seed=7)
+    delta = build_delta("lora", bb, r=4)
+    assert torch.equal(theta, delta.init(7))
+    data = load_task_data(toy)
+    head = make_head(bb, delta, data.verbalizers)
+    bare = evaluate_rows(delta, head, torch.zeros(delta.size), split_rows(data, "test"), data.metric, 32)
+    assert row.test_metric == pytest.approx(bare)  # B = 0: the same predictions as with every delta at zero
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve.step.tolist() == [0] and curve.dev_metric.iloc[0] == pytest.approx(row.dev_metric)

@@ -29,8 +29,8 @@ pytest.importorskip("snakemake")
 EXPECTED = {
     "config/config.yaml": {
         "prepare": 9,                        # the 9 quickstart tasks, data seed 100
-        "train_delta": 9 * 3 + 4 * 1 + 3 * 2 + 2 * 4,  # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt
-                                             # + 3 tasks x bitfit/finetune + 2 tasks x 4 composites; 1 lr, 1 seed
+        "train_delta": 9 * 3 + 4 * 1 + 3 * 2 + 2 * 5,  # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt
+                                             # + 3 tasks x bitfit/finetune + 2 tasks x (4 composites + zero-shot)
         "fit_subspace": 2 + 1 + 2 + 1 * 2,   # single 2 groups, multi 1, simplified-single 2, random 1 group x 2 d_I
         "optimize_subspace": 4 * 3 + 3 * 3 + 2 * 3 + 2 * (2 + 2),  # single, multi, simplified, random (train-same + test)
         "landscape": 1,
@@ -129,14 +129,15 @@ EXPECTED = {
     },
     "config/paper/survey-combination-full.yaml": {
         "prepare": 8,                        # 8 GLUE tasks
-        "train_delta": 8 * 8 * 4 * 3 + 15 * 3,  # tasks x (7 patterns + FT) x 4 lrs x 3 seeds + SST-2 x 15 sequential stages x 3 seeds
+        "train_delta": 8 * 8 * 4 * 3 + 15 * 3 + 8,  # tasks x (7 patterns + FT) x 4 lrs x 3 seeds
+                                             # + SST-2 x 15 sequential stages x 3 seeds + tasks x zero-shot
         "tables": 2,
         "report": 1,
         "all": 1,
     },
     "config/paper/survey-combination-fewshot.yaml": {
         "prepare": 8,
-        "train_delta": 8 * 7 * 4 * 5,        # tasks x 7 patterns x 4 lrs (Table 8) x 5 seeds
+        "train_delta": 8 * 7 * 4 * 5 + 8,    # tasks x 7 patterns x 4 lrs (Table 8) x 5 seeds + tasks x zero-shot
         "tables": 1,
         "report": 1,
         "all": 1,

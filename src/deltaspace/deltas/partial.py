@@ -28,28 +28,10 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone
-from .base import DeltaMethod, DeltaOptionError
+from .base import DeltaOptionError
+from .finetune import BackboneWeights
 
 log = logging.getLogger(__name__)
-
-
-class _BackboneSubset(DeltaMethod):
-    """A method whose θ is a chosen subset of the backbone's weights, starting at θ0."""
-
-    def select(self, backbone: Backbone) -> list[nn.Parameter]:
-        raise NotImplementedError
-
-    def install(self, backbone: Backbone) -> list[nn.Parameter]:
-        params = self.select(backbone)
-        # A copy: evaluation loads θ into these very tensors, and init must still return θ0.
-        self._pretrained = {id(p): p.detach().clone() for p in params}
-        return params
-
-    def init_tensor(self, name, param, generator):
-        if param.device.type == "meta":
-            return torch.zeros(param.shape)
-        return self._pretrained[id(param)].cpu().float()
-
 
 # An encoder block of any supported family: T5 `encoder.block.N`, BART `model.encoder.layers.N`,
 # BERT/RoBERTa/DeBERTa `encoder.layer.N` (a decoder's blocks never match: no `.encoder.` part).
@@ -66,7 +48,7 @@ def last_encoder_block(model: nn.Module) -> str:
     return max(blocks)[1]
 
 
-class LastLayer(_BackboneSubset):
+class LastLayer(BackboneWeights):
     """Tune every weight of the final encoder block; everything else stays frozen."""
 
     name = "last-layer"
@@ -137,7 +119,7 @@ def selectable_units(model: nn.Module, family: str) -> dict[str, list[nn.Paramet
     return {k: v for k, v in units.items() if v}
 
 
-class Selective(_BackboneSubset):
+class Selective(BackboneWeights):
     """Tune a seeded random set of whole modules holding ``ratio`` of the backbone's parameters.
 
     ``ratio`` is a fraction of all backbone parameters (Table 9's T5-base 4.2% is 0.042).

@@ -69,7 +69,7 @@ def _run(args) -> int:
                               experiment=args.experiment, setting=args.setting,
                               eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
                               stop_after=args.stop_after_step, head=args.head, epochs=args.epochs,
-                              init_from=args.init_from, record=records)
+                              init_from=args.init_from, record=records, train_eval=args.train_eval)
     except Preempted as stop:
         print(f"deltaspace train: {stop}")
         return 143  # 128 + SIGTERM: the scheduler sees a preempted job and reruns it
@@ -107,6 +107,9 @@ def register(subparsers) -> None:
     g.add_argument("--init-from", nargs="+", metavar="RUN_DIR", default=None,
                    help="sequential combination: start from the run with the best dev_metric among these stage-0 "
                         "output folders, copying every θ slice whose name exists there and freezing it")
+    g.add_argument("--train-eval", type=int, default=None, metavar="N",
+                   help="also score the selected checkpoint on a fixed random sample of at most N training "
+                        "examples (train_metric: the survey's generalization gap, Table 7)")
     g.add_argument("--record", action="append", metavar="KEY=VALUE",
                    help="extra or overriding result column, e.g. method=hadapter (repeatable; numbers stay numbers)")
     p.set_defaults(func=_run)

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -47,7 +47,9 @@ class LoopConfig:
             raise ValueError(f"optimizer must be 'adafactor' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("constant", "linear"):
             raise ValueError(f"schedule must be 'constant' or 'linear', got {self.schedule!r}")
-        for key in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+        if self.steps < 0:
+            raise ValueError(f"steps must be at least 0 (0: evaluate the starting point), got {self.steps}")
+        for key in ("batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.patience is not None and self.patience < 1:
@@ -155,10 +157,14 @@ def _set_rng_state(state: dict) -> None:
 def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path, *, tokens_per_batch=None,
              progress: bool = True, stop_after: int | None = None, desc: str = "train") -> LoopOutcome:
     """Train ``objective`` for ``cfg.steps`` steps (fewer if ``cfg.patience`` stops it early),
-    resuming from ``workdir/checkpoint.pt`` if present.
+    resuming from ``workdir/checkpoint.pt`` if present; 0 steps evaluates the starting point.
 
     ``stop_after`` simulates a preemption signal after that step (tests and drills use it).
     """
+    if cfg.steps == 0:  # nothing to train: the starting point is the answer (a zero-shot baseline)
+        dev = objective.evaluate()
+        curve = [{"step": 0, "loss": math.nan, "dev_metric": dev, "tokens_per_second": 0.0, "wall_seconds": 0.0}]
+        return LoopOutcome(0, dev, objective.snapshot(), curve, last_step=0, stopped_early=False)
     workdir = Path(workdir)
     ckpt_path = workdir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)

@@ -217,12 +217,28 @@ def _number(text: str):
     return text
 
 
+TRAIN_SAMPLE_SEED = 0  # one sample per task, whatever the run's seed
+
+
+def train_sample(rows: list[dict], n: int) -> list[dict]:
+    """At most ``n`` training rows, drawn without replacement with a fixed seed, in their order."""
+    if len(rows) <= n:
+        return rows
+    keep = sorted(torch.randperm(len(rows), generator=torch.Generator().manual_seed(TRAIN_SAMPLE_SEED))[:n].tolist())
+    return [rows[i] for i in keep]
+
+
 def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options: dict, cfg: LoopConfig,
                  out: str | Path, *, experiment: str = "adhoc", setting: str = "single", eval_batch_size: int = 32,
                  progress: bool = True, stop_after: int | None = None, head: str = "label",
                  epochs: float | None = None, init_from: list[str | Path] | None = None,
-                 record: dict | None = None) -> pd.DataFrame:
-    """Train, select the best dev step, test it, and write θ, the curve and the result row."""
+                 record: dict | None = None, train_eval: int | None = None) -> pd.DataFrame:
+    """Train, select the best dev step, test it, and write θ, the curve and the result row.
+
+    ``train_eval`` also scores the selected θ on at most that many training rows (the survey's
+    generalization gap, Table 7, notes A23: train minus dev metric at the selected checkpoint). The
+    sample is drawn with a fixed seed, so every method and seed of a task is scored on the same rows.
+    """
     started = time.perf_counter()
     out = Path(out)
     record = record or {}
@@ -255,13 +271,19 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
                        progress=progress, stop_after=stop_after, desc=f"{data.name}/{method}")
     theta = outcome.best_snapshot["theta"]
     test = evaluate_rows(delta, task_head, theta, split_rows(data, "test"), data.metric, eval_batch_size)
+    train_metric = None
+    if train_eval is not None:
+        if train_eval < 1:
+            raise ValueError(f"--train-eval must be at least 1, got {train_eval}")
+        train_metric = evaluate_rows(delta, task_head, theta, train_sample(split_rows(data, "train"), train_eval),
+                                     data.metric, eval_batch_size)
     save_theta(out, theta, delta, backbone_name)
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
     config = {"task": data.name, "data_sha256": data.manifest.get("content_sha256"), "method": method,
               "options": delta.options, "backbone": backbone_name, "loop": cfg.record(), "experiment": experiment,
               "setting": setting}
     # New settings enter the hash only when used, so the hashes of plain runs stay as they were.
-    extras = {"head": head if head != "label" else None, "epochs": epochs,
+    extras = {"head": head if head != "label" else None, "epochs": epochs, "train_eval": train_eval,
               "init_from": str(chosen) if chosen is not None else None, "record": record or None}
     config.update({k: v for k, v in extras.items() if v is not None})
     row = {"experiment": experiment, "stage": "stage0", "setting": setting, "task": data.name, "method": method,
@@ -271,7 +293,8 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
            "head": head, "init_from": str(chosen) if chosen is not None else None,
            "best_step": outcome.best_step, "dev_metric": outcome.best_dev,
            "test_metric": test, "metric": data.metric, "size": delta.size,
-           "backbone_parameters": backbone_parameters, **provenance(config, time.perf_counter() - started)}
+           "backbone_parameters": backbone_parameters,
+           **({"train_metric": train_metric} if train_metric is not None else {}), **provenance(config, time.perf_counter() - started)}
     row.update(record)
     result = pd.DataFrame([row])
     write_parquet(result, out / "result.parquet")
