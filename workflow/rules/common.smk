@@ -256,6 +256,7 @@ _s0 = config.get("stage0") or {"methods": {}}
 _s0_shared = stage_block(_s0, "stage0", need_grid="stage0" in config, stage0=True)
 STAGE0_HEAD = _s0.get("head", "label")
 STAGE0_RECORD = dict(_s0.get("record") or {})
+STAGE0_TRAIN_EVAL = _s0.get("train_eval")  # score the selected θ on <= N training rows (survey Table 7)
 STAGE0_BY_TASK = {}
 for _t, _over in (_s0.get("by_task") or {}).items():
     _task = resolve_tasks([_t], f"stage0.by_task.{_t}")[0]
@@ -696,6 +697,8 @@ def train_args(wc, input, output):
         args.append(f"--head {spec['head']}")
     if "init_from" in input.keys():
         args.append(f"--init-from {folders(input.init_from)}")
+    if STAGE0_TRAIN_EVAL:
+        args.append(f"--train-eval {STAGE0_TRAIN_EVAL}")
     return " ".join(a for a in args if a)
 
 
