@@ -20,7 +20,7 @@ SPECS = load_specs()
 NEW_IDS = {"quickstart-methods", "quickstart-convergence", "quickstart-combination", "quickstart-task-transfer",
            "quickstart-efficiency", "quickstart-efficiency-ratio", "quickstart-synthetic-mpc",
            "quickstart-synthetic-mpc-rank-free", "decomposition-synthetic-mpc", "survey-convergence",
-           "survey-transfer", "survey-efficiency", "survey-efficiency-ratio", "survey-table9",
+           "survey-transfer", "survey-efficiency", "survey-efficiency-ratio", "survey-table9", "survey-figure11",
            *(f"survey-table5{x}" for x in "abcd"), "survey-table6a", "survey-table6b", "survey-table7a", "survey-table7b"}
 
 
@@ -324,3 +324,26 @@ def test_written_files_carry_spreads_groups_and_parts(tmp_path):
     assert display.loc[display.key == "t1", "A (sd)"].item() == pytest.approx(math.sqrt(8))
     versus = pd.read_csv(tmp_path / "quickstart-combination.vs_paper.csv")
     assert {"row_group", "part", "decimals", "ours_spread", "paper_spread"} <= set(versus.columns)
+
+
+def test_figure11_groups_convergence_by_backbone(tmp_path):
+    """survey-figure11: one block of task rows per T5 size, steps to 90% read from each run's curve."""
+    base = tmp_path / "results" / "survey-scale" / "stage0"
+    for backbone, best in (("t5-lm-small", 60.0), ("t5-lm-base", 80.0)):
+        folder = base / backbone / "glue-sst2" / "adapter" / "lr0.0005_seed42"
+        folder.mkdir(parents=True)
+        pd.DataFrame([{"experiment": "survey-scale", "stage": "stage0", "task": "glue-sst2", "method": "adapter",
+                       "backbone": backbone, "seed": 42, "lr": 5e-4, "dev_metric": best, "test_metric": best - 1,
+                       "metric": "accuracy", "size": 10}]).to_parquet(folder / "result.parquet")
+        steps_to_reach = 300 if backbone == "t5-lm-small" else 100  # the bigger model converges sooner
+        curve = [best * (0.95 if step >= steps_to_reach else 0.5) for step in (100, 200, 300)]
+        curve[-1] = best
+        pd.DataFrame({"step": [100, 200, 300], "loss": [1.0] * 3, "dev_metric": curve, "tokens_per_second": [1.0] * 3,
+                      "wall_seconds": [1.0] * 3}).to_parquet(folder / "curve.parquet")
+    from deltaspace.cli import main
+
+    assert main(["tables", "--spec", "survey-figure11", "--results", str(tmp_path / "results" / "**" / "result.parquet"),
+                 "--out", str(tmp_path / "t")]) == 0
+    table = pd.read_parquet(tmp_path / "t" / "survey-figure11.parquet")
+    steps = {(r["Backbone"], r["Task"]): r["AP: steps"] for _, r in table.iterrows() if r["Task"] == "glue-sst2"}
+    assert steps == {("t5-lm-small", "glue-sst2"): 300, ("t5-lm-base", "glue-sst2"): 100}

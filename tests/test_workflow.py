@@ -152,7 +152,7 @@ EXPECTED = {
     "config/paper/survey-scale.yaml": {
         "prepare": 3 * 3,                    # tasks x T5 sizes
         "train_delta": 3 * 6 * 3,            # tasks x methods x T5 sizes, 1 lr, 1 seed
-        "tables": 1,
+        "tables": 2,
         "report": 1,
         "all": 1,
     },
