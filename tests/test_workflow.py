@@ -400,9 +400,9 @@ def test_docs_describe_every_config_key():
 # --------------------------------------------------------------------------- command lines of paper jobs
 
 
-def job_commands(configfile: str, target: str) -> list[str]:
-    """The `deltaspace` command lines of a target's jobs, from a forced dry run with -p."""
-    proc = snakemake("-n", "--forceall", "-p", "--configfile", configfile, "--", target)
+def job_commands(configfile: str, *targets: str) -> list[str]:
+    """The `deltaspace` command lines of the targets' jobs, from a forced dry run with -p."""
+    proc = snakemake("-n", "--forceall", "-p", "--configfile", configfile, "--", *targets)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [line.split("Shell command: ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines()
             if line.startswith("Shell command: deltaspace")]
@@ -434,6 +434,17 @@ def test_sequential_stage_starts_from_the_previous_stage_at_the_same_seed():
     assert "--batch-size 64" in last and "--record sequence=p-b-a" in last
     # the whole chain is planned: P, then P+B, then P+B+A, each at seed 42
     assert any("seq-p/lr0.01_seed42" in c and "--method prompt " in c for c in commands)
+
+
+@pytest.mark.slow
+def test_by_task_head_gives_the_regression_task_the_classifier_head():
+    runs = "results/survey-combination-full/stage0/roberta-large/{}/prompt/lr0.001_seed13"
+    commands = job_commands("config/paper/survey-combination-full.yaml",
+                            *(f"{runs.format(t)}/result.parquet" for t in ("glue-stsb", "glue-rte")))
+    [stsb] = [c for c in commands if runs.format("glue-stsb") in c and c.startswith("deltaspace train")]
+    [rte] = [c for c in commands if runs.format("glue-rte") in c and c.startswith("deltaspace train")]
+    assert "--head classifier" in stsb and "--head" not in rte
+    assert "--train-eval 10000" in stsb and "--record regime=full" in rte
 
 
 def test_decomposition_config_matches_the_paper_rows():

@@ -262,6 +262,7 @@ for _t, _over in (_s0.get("by_task") or {}).items():
     _task = resolve_tasks([_t], f"stage0.by_task.{_t}")[0]
     STAGE0_BY_TASK[_task] = stage_block(_over, f"stage0.by_task.{_t}", need_grid=False, stage0=True)
     STAGE0_BY_TASK[_task]["seeds"] = (_over or {}).get("seeds")
+    STAGE0_BY_TASK[_task]["head"] = (_over or {}).get("head")
 STAGE0 = {}
 _s0_methods = {m: None for m in METHOD_OPTIONS} if _s0["methods"] == "all" else _s0["methods"]
 for _m, _over in _s0_methods.items():
@@ -274,7 +275,7 @@ for _m, _over in _s0_methods.items():
         "loop": dict(stage_block(_over, _mp, need_grid=False, stage0=True)["loop"]),
         "backbones": [backbone_key(b, f"{_mp}.backbones") for b in
                       _over.get("backbones") or _s0.get("backbones") or [config["backbone"]]],
-        "head": _over.get("head", STAGE0_HEAD),
+        "head": _over.get("head"),
         "init_from": _over.get("init_from"),
     }
 for _m, _spec in STAGE0.items():
@@ -305,6 +306,12 @@ def stage0_block(task, method):
             loop.pop("steps", None)
         loop.update(layer)
     return {"grid": grid, "seeds": seeds, "loop": loop}
+
+
+def stage0_head(task, method):
+    """The encoder head of one task x method: the method's own, else the task's (a regression such as
+    STS-B needs the classifier head), else stage0.head, else the label head."""
+    return STAGE0[method]["head"] or (STAGE0_BY_TASK.get(task) or {}).get("head") or STAGE0_HEAD
 
 
 def stage0_runs(task, method):
@@ -688,13 +695,13 @@ def train_inputs(wc):
 
 def train_args(wc, input, output):
     """Every option of one stage-0 job (one function: Snakemake inspects each params function per job)."""
-    spec = STAGE0[wc.method]
     args = [f"--data {q(parent(input.data))} --method {q(METHOD_OF[wc.method])}", method_sets(wc.method),
             f"--backbone {q(BACKBONES[wc.backbone])} --out {q(parent(output.result))}",
             loop_flags(stage0_block(wc.task, wc.method)["loop"], wc.run), COMMON_FLAGS]
     args.append(record_flags(wc.method))
-    if spec["head"] != "label":
-        args.append(f"--head {spec['head']}")
+    head = stage0_head(wc.task, wc.method)
+    if head != "label":
+        args.append(f"--head {head}")
     if "init_from" in input.keys():
         args.append(f"--init-from {folders(input.init_from)}")
     if STAGE0_TRAIN_EVAL:
