@@ -91,34 +91,39 @@ def test_method_comparison_picks_on_dev_and_shows_theta_size_outside_the_average
 
 
 def test_combination_cells_are_seed_means_with_spread():
-    rows = [run("t1", "prompt+adapter", 70 + s, v, seed=s) for s, v in enumerate([60.0, 64.0, 62.0])]
-    rows += [run("t1", "prompt+adapter", 10, 99, seed=s, lr=1e-2) for s in range(3)]  # worse on dev: not chosen
-    rows += [run("t2", "prompt+adapter", 50, 50.0, seed=0)]  # one seed: a mean, no spread
-    rows += [run("t1", "adapter", 1, 80.0, seed=s) for s in range(2)] + [run("t2", "adapter", 1, 70.0)]
+    rows = [run("qs-tweet-sentiment", "prompt+adapter", 70 + s, v, seed=s) for s, v in enumerate([60.0, 64.0, 62.0])]
+    rows += [run("qs-tweet-sentiment", "prompt+adapter", 10, 99, seed=s, lr=1e-2) for s in range(3)]  # worse on dev: not chosen
+    rows += [run("qs-bbc-topic", "prompt+adapter", 50, 50.0, seed=0)]  # one seed: a mean, no spread
+    rows += [run("qs-tweet-sentiment", "adapter", 1, 80.0, seed=s) for s in range(2)] + [run("qs-bbc-topic", "adapter", 1, 70.0)]
+    rows += [run("qs-tweet-polarity", "adapter", 1, 10.0)]  # not a combination task (config/config.yaml): no row
     table = compile_table(SPECS["quickstart-combination"], frame(*rows))
-    assert table.ours.loc["t1", "pa"] == pytest.approx(62.0)
-    assert table.spread.loc["t1", "pa"] == pytest.approx(2.0)  # sample sd of 60, 64, 62
-    assert math.isnan(table.spread.loc["t2", "pa"]) and table.ours.loc["t2", "pa"] == 50
+    assert "qs-tweet-polarity" not in table.ours.index
+    assert table.ours.loc["qs-tweet-sentiment", "pa"] == pytest.approx(62.0)
+    assert table.spread.loc["qs-tweet-sentiment", "pa"] == pytest.approx(2.0)  # sample sd of 60, 64, 62
+    assert math.isnan(table.spread.loc["qs-bbc-topic", "pa"]) and table.ours.loc["qs-bbc-topic", "pa"] == 50
     assert table.ours.loc[AVG, "pa"] == pytest.approx(56.0)
     assert math.isnan(table.spread.loc[AVG, "pa"])  # the Avg's ± is the mean of the ±: missing with one missing
-    assert table.spread.loc["t1", "a"] == 0.0
+    assert table.spread.loc["qs-tweet-sentiment", "a"] == 0.0
     text = markdown(table)
-    assert "| t1 | 80.0 ± 0.0 | – | – | – | 62.0 ± 2.0 |" in text and "| t2 | 70.0 | – | – | – | 50.0 |" in text
+    assert "| qs-tweet-sentiment | – | 80.0 ± 0.0 | – | – | – | 62.0 ± 2.0 |" in text
+    assert "| qs-bbc-topic | – | 70.0 | – | – | – | 50.0 |" in text
     assert r"62.0 $\pm$ 2.0" in latex(table)
 
 
 def test_survey_combination_tables_select_setting_and_template():
-    base = {"experiment": "survey", "backbone": "roberta-large", "task": "glue-rte", "method": "bitfit"}
-    results = frame(*[run(**base, dev=1, test=t, setting=st, template=tp, seed=s)
-                      for st, tp, t in [("full", "none", 80.0), ("full", "manual", 70.0), ("fewshot", "none", 50.0)]
+    base = {"backbone": "roberta-large", "task": "glue-rte", "method": "bitfit"}
+    experiment = {"full": "survey-combination-full", "16-shot": "survey-combination-fewshot"}
+    results = frame(*[run(**base, dev=1, test=t, experiment=experiment[st], regime=st, template=tp, seed=s)
+                      for st, tp, t in [("full", "none", 80.0), ("full", "manual", 70.0), ("16-shot", "none", 50.0)]
                       for s in range(2)],
-                    run(**{**base, "method": "zero-shot"}, dev=1, test=47.7, setting="full", template="none"))
+                    run(**{**base, "method": "zero-shot"}, dev=1, test=47.7, experiment=experiment["full"],
+                        regime="full", template="none"))
     a, b, c = (compile_table(SPECS[f"survey-table5{x}"], results) for x in "abc")
     assert (a.ours.loc["glue-rte", "b"], b.ours.loc["glue-rte", "b"], c.ours.loc["glue-rte", "b"]) == (80, 70, 50)
     assert a.ours.loc["glue-rte", "none"] == pytest.approx(47.7) and a.diff.loc["glue-rte", "none"] == pytest.approx(0)
     assert a.paper.loc["glue-rte", "b"] == 86.2 and a.paper_spread.loc["glue-rte", "b"] == 1.0
     # Table 3 reads only unlabelled runs: the combination runs must not leak into it
-    table3 = compile_table(SPECS["survey-table3"], results.assign(backbone="t5-lm-base"))
+    table3 = compile_table(SPECS["survey-table3"], results.assign(backbone="t5-lm-base", experiment="survey"))
     assert table3.ours.isna().all().all()
     plain = frame(run("glue-rte", "adapter", 1, 77.0, experiment="survey", backbone="t5-lm-base"))
     assert compile_table(SPECS["survey-table3"], plain).ours.loc["glue-rte", "adapter"] == 77
@@ -134,7 +139,7 @@ def test_known_inconsistent_survey_averages_are_flagged():
 
 
 def test_generalization_gap_and_parameter_share_read_their_own_values():
-    gap = [run("glue-cola", m, 1, test, experiment="survey", backbone="roberta-large", setting="full",
+    gap = [run("glue-cola", m, 1, test, experiment="survey-combination-full", backbone="roberta-large", regime="full",
                template="manual", seed=s, train_metric=train)
            for m, test, train, s in [("adapter", 60.0, 80.0, 0), ("adapter", 62.0, 84.0, 1), ("finetune", 50.0, 90.0, 0)]]
     table = compile_table(SPECS["survey-table7b"], frame(*gap))
@@ -143,9 +148,9 @@ def test_generalization_gap_and_parameter_share_read_their_own_values():
     assert table.ours.loc["glue-cola", "ft"] == pytest.approx(40.0)
     no_train = frame(*[{k: v for k, v in r.items() if k != "train_metric"} for r in gap])
     assert compile_table(SPECS["survey-table7b"], no_train).ours.isna().all().all()  # no column: missing, not 0
-    share = frame(run("glue-sst2", "adapter", 1, 1, experiment="survey", backbone="t5-lm-base", study="scale",
+    share = frame(run("glue-sst2", "adapter", 1, 1, experiment="survey-scale", backbone="t5-lm-base",
                       size=2_969_088, backbone_parameters=247_577_856),
-                  run("glue-sst2", "prompt", 1, 1, experiment="survey", backbone="t5-small", study="scale", size=51_200))
+                  run("glue-sst2", "prompt", 1, 1, experiment="survey-scale", backbone="t5-small", size=51_200))
     table = compile_table(SPECS["survey-table9"], share)
     assert table.ours.loc["adapter", "base"] == pytest.approx(100 * 2_969_088 / (247_577_856 + 2_969_088))
     assert abs(table.diff.loc["adapter", "base"]) < 0.05  # bottleneck 32 at 60 positions: Table 9's 1.20%
@@ -232,7 +237,8 @@ def test_memory_tables_order_batch_sizes_and_divide_by_finetuning(tmp_path):
     assert ratio.ours.loc["tiny-bert/lora", "8"] == pytest.approx(25.0)  # the fine-tuning of its own backbone
     assert ratio.ours.loc["minilm/finetune", "64"] == pytest.approx(100.0)
     assert math.isnan(ratio.ours.loc["tiny-bert/lora", "0"])
-    cuda = [_memory(m, 1, mib, backbone="t5-lm-base", experiment="survey", measure="cuda_max_memory_allocated")
+    cuda = [_memory(m, 1, mib, backbone="t5-lm-base", experiment="survey-efficiency",
+                    measure="cuda_max_memory_allocated")
             for m, mib in (("finetune", 4096), ("adapter", 1024))]
     survey = compile_table(SPECS["survey-efficiency-ratio"], frame(*cuda))
     assert survey.ours.loc["base-adapter", "1"] == pytest.approx(25.0)
@@ -316,12 +322,12 @@ def test_selector_lists_narrow_and_null_matches_an_absent_column():
 
 
 def test_written_files_carry_spreads_groups_and_parts(tmp_path):
-    rows = [run("t1", "adapter", 1, v, seed=s) for s, v in enumerate([70.0, 74.0])]
+    rows = [run("qs-tweet-sentiment", "adapter", 1, v, seed=s) for s, v in enumerate([70.0, 74.0])]
     table = compile_table(SPECS["quickstart-combination"], frame(*rows))
     write_table(table, tmp_path)
     display = pd.read_csv(tmp_path / "quickstart-combination.csv")
-    assert display.loc[display.key == "t1", "A"].item() == pytest.approx(72.0)
-    assert display.loc[display.key == "t1", "A (sd)"].item() == pytest.approx(math.sqrt(8))
+    assert display.loc[display.key == "qs-tweet-sentiment", "A"].item() == pytest.approx(72.0)
+    assert display.loc[display.key == "qs-tweet-sentiment", "A (sd)"].item() == pytest.approx(math.sqrt(8))
     versus = pd.read_csv(tmp_path / "quickstart-combination.vs_paper.csv")
     assert {"row_group", "part", "decimals", "ours_spread", "paper_spread"} <= set(versus.columns)
 

@@ -429,7 +429,7 @@ def test_sequential_stage_starts_from_the_previous_stage_at_the_same_seed():
     commands = job_commands("config/paper/survey-combination-full.yaml", f"{run}/result.parquet")
     [last] = [c for c in commands if f"--out {run}" in c]
     assert "--method prompt+bitfit+adapter" in last and "--set adapter.r=64" in last
-    init = last.split("--init-from ", 1)[1].split(" > ")[0].split()
+    init = last.split("--init-from ", 1)[1].split(" > ")[0].split(" --")[0].split()
     assert init == ["results/survey-combination-full/stage0/roberta-large/glue-sst2/seq-p-b/lr0.0001_seed42"]
     assert "--batch-size 64" in last and "--record sequence=p-b-a" in last
     # the whole chain is planned: P, then P+B, then P+B+A, each at seed 42
