@@ -61,3 +61,48 @@ def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "
                 "verbalizers": verbalizers, "backbone": backbone, "content_sha256": "toy"}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+# A minimal valid table spec; tests break it one key at a time.
+DEMO_SPEC = """
+paper: demo
+title: demo
+tables:
+  - id: demo-table
+    title: demo
+    kind: absolute
+    select: {experiment: demo}
+    rows: [{key: t1}]
+    columns: [{key: adapter}]
+"""
+
+
+class ConstantStream:
+    """A batch stream for loop tests whose objective ignores the batch."""
+
+    def __next__(self):
+        import torch
+
+        return {"x": torch.zeros(1)}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def adam_losses(delta, head, batch, theta, lr: float, steps: int) -> list[float]:
+    """Train θ alone with Adam on one batch; the loss after each step (the backbone stays frozen)."""
+    import torch
+
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    losses = []
+    for _ in range(steps):
+        with delta.bound(theta):
+            loss = head.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import TINY_OPTIONS, toy_batch
+from conftest import adam_losses, TINY_OPTIONS, toy_batch
 from deltaspace.backbones import UnknownBackboneError, load_backbone
 from deltaspace.deltas import DeltaOptionError, UnknownMethodError, build_delta, delta_size
 from deltaspace.heads import make_head
@@ -117,15 +117,7 @@ def test_each_method_trains_on_each_tiny_backbone(backbone, method):
     # A soft prompt acts only through attention: on 2-layer random backbones it moves the loss
     # least, so it gets a weaker (still failing-if-broken) bar.
     lr, factor = {"prompt": (0.3, 0.98), "finetune": (3e-3, 0.8), "bitfit": (1e-2, 0.8)}.get(method, (1e-1, 0.8))
-    optimizer = torch.optim.Adam([theta], lr=lr)
-    losses = []
-    for _ in range(40):
-        with delta.bound(theta):
-            loss = head.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = adam_losses(delta, head, batch, theta, lr=lr, steps=40)
     assert min(losses[-5:]) < factor * losses[0], losses
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import toy_batch, write_prepared
+from conftest import adam_losses, toy_batch, write_prepared
 from deltaspace.backbones import load_backbone
 from deltaspace.cli import main
 from deltaspace.deltas import DeltaOptionError, build_delta
@@ -98,16 +98,7 @@ def test_training_moves_only_the_chosen_weights(method, options):
     delta = build_delta(method, bb, **options)
     head = make_head(bb, delta)
     theta = delta.init(0).requires_grad_(True)
-    optimizer = torch.optim.Adam([theta], lr=1e-2)
-    batch = toy_batch(bb)
-    losses = []
-    for _ in range(15):
-        with delta.bound(theta):
-            loss = head.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = adam_losses(delta, head, toy_batch(bb), theta, lr=1e-2, steps=15)
     assert losses[-1] < losses[0]
     assert all(p.grad is None for p in bb.model.parameters()), "the frozen backbone collected a gradient"
     delta.load(theta.detach())

@@ -14,6 +14,8 @@ from deltaspace.tables import (AVG, ResultsError, TableSpecError, compile_table,
 from deltaspace.tables.commands import register
 from deltaspace.tables.spec import SPEC_DIR, column_keys
 
+from conftest import DEMO_SPEC
+
 SPECS = load_specs()
 
 
@@ -97,21 +99,8 @@ def _write_spec(tmp_path, text: str) -> Path:
     return path
 
 
-GOOD_TABLE = """
-paper: demo
-title: demo
-tables:
-  - id: demo-table
-    title: demo
-    kind: absolute
-    select: {experiment: demo}
-    rows: [{key: t1}]
-    columns: [{key: adapter}]
-"""
-
-
 def test_spec_with_unknown_key_names_file_and_key(tmp_path):
-    path = _write_spec(tmp_path, GOOD_TABLE.replace("    columns:", "    colums:"))
+    path = _write_spec(tmp_path, DEMO_SPEC.replace("    columns:", "    colums:"))
     with pytest.raises(TableSpecError, match=r"bad\.yaml.*tables\[0\].*demo-table.*'colums'"):
         load_specs([path])
 
@@ -127,14 +116,14 @@ def test_spec_with_unknown_key_names_file_and_key(tmp_path):
                                    "    published_avg_inconsistent: [[t1, adapter]]"), "not an Avg cell"),
 ])
 def test_spec_semantic_errors_are_reported(tmp_path, change, message):
-    path = _write_spec(tmp_path, GOOD_TABLE.replace(*change))
+    path = _write_spec(tmp_path, DEMO_SPEC.replace(*change))
     with pytest.raises(TableSpecError, match=message):
         load_specs([path])
 
 
 def test_duplicate_table_id_across_files_is_an_error(tmp_path):
-    (tmp_path / "a.yaml").write_text(GOOD_TABLE)
-    (tmp_path / "b.yaml").write_text(GOOD_TABLE)
+    (tmp_path / "a.yaml").write_text(DEMO_SPEC)
+    (tmp_path / "b.yaml").write_text(DEMO_SPEC)
     with pytest.raises(TableSpecError, match="demo-table.*also defined in a.yaml"):
         load_specs(sorted(tmp_path.glob("*.yaml")))
 

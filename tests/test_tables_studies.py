@@ -16,6 +16,8 @@ from deltaspace.tables.commands import register
 from deltaspace.tables.render import latex, markdown, vs_paper_frame
 from deltaspace.tables.select import filter_rows
 
+from conftest import DEMO_SPEC
+
 SPECS = load_specs()
 NEW_IDS = {"quickstart-methods", "quickstart-convergence", "quickstart-combination", "quickstart-task-transfer",
            "quickstart-efficiency", "quickstart-efficiency-ratio", "quickstart-synthetic-mpc",
@@ -277,19 +279,6 @@ def test_synthetic_study_tables(synthetic):
 # ---------------------------------------------------------------- the spec language
 
 
-GOOD = """
-paper: demo
-title: demo
-tables:
-  - id: demo-table
-    title: demo
-    kind: absolute
-    select: {experiment: demo}
-    rows: [{key: t1}]
-    columns: [{key: adapter}]
-"""
-
-
 @pytest.mark.parametrize("change, message", [
     (("kind: absolute", "kind: absolute\n    value: __import__('os')"), "Call is not allowed"),
     (("kind: absolute", "kind: absolute\n    value: size.real"), "Attribute is not allowed"),
@@ -306,7 +295,7 @@ tables:
 ])
 def test_spec_language_errors(tmp_path, change, message):
     path = tmp_path / "demo.yaml"
-    path.write_text(GOOD.replace(*change))
+    path.write_text(DEMO_SPEC.replace(*change))
     if message is None:
         assert load_specs([path])
     else:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import toy_batch, write_prepared
+from conftest import ConstantStream, toy_batch, write_prepared
 from deltaspace.backbones import load_backbone
 from deltaspace.cli import main
 from deltaspace.deltas import DeltaOptionError, UnknownMethodError, build_delta, delta_size
@@ -185,24 +185,13 @@ class _Scripted:
         self.calls = state["calls"]
 
 
-class _Stream:
-    def __next__(self):
-        return {"x": torch.zeros(1)}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
 def test_patience_counts_evaluations_without_a_new_best(tmp_path):
     scores = [1.0, 2.0, 2.0, 3.0, 1.0, 3.0, 2.0, 9.0, 9.0]  # ties do not count as improvements
     cfg = LoopConfig(steps=9, lr=0.1, optimizer="adamw", eval_every=1, checkpoint_every=100, patience=3)
-    outcome = run_loop(_Scripted(scores), _Stream(), cfg, tmp_path / "a", progress=False)
+    outcome = run_loop(_Scripted(scores), ConstantStream(), cfg, tmp_path / "a", progress=False)
     assert outcome.stopped_early and outcome.last_step == 7 and [c["step"] for c in outcome.curve] == list(range(1, 8))
     assert outcome.best_step == 4 and outcome.best_dev == 3.0
-    unlimited = run_loop(_Scripted(scores), _Stream(), LoopConfig(**{**cfg.record(), "patience": None}),
+    unlimited = run_loop(_Scripted(scores), ConstantStream(), LoopConfig(**{**cfg.record(), "patience": None}),
                          tmp_path / "b", progress=False)
     assert not unlimited.stopped_early and unlimited.last_step == 9 and unlimited.best_dev == 9.0
     with pytest.raises(ValueError, match="patience must be at least 1"):

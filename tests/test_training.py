@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_prepared
+from conftest import ConstantStream, write_prepared
 
 from deltaspace.cli import main
 from deltaspace.train.loop import LoopConfig, TrainingDiverged, run_loop
@@ -122,21 +122,10 @@ class _Diverging:
         self.w.data.copy_(state["w"])
 
 
-class _Stream:
-    def __next__(self):
-        return {"x": torch.zeros(1)}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = LoopConfig(steps=10, lr=0.1, optimizer="adamw", eval_every=1, checkpoint_every=1)
     with pytest.raises(TrainingDiverged, match="loss is nan at step 3"):
-        run_loop(_Diverging(), _Stream(), cfg, tmp_path, progress=False)
+        run_loop(_Diverging(), ConstantStream(), cfg, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2
 

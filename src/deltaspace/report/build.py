@@ -620,20 +620,25 @@ def _average_figure(table: TableView) -> Figure | None:
                               f"{table.id}: Avg row", "relative performance (%)" if relative else "score")
 
 
-def _landscape_group(section: PaperSection, inventory: Inventory, in_section, known: set[str]) -> FigureGroup:
-    group = FigureGroup("Performance landscapes (unified-dt Figure 2)")
-    for folder in sorted(f for f, names in inventory.folders.items() if LANDSCAPE_FILE in names):
-        if not in_section(_landscape_experiment(inventory, folder, known)):
+def _inline_pngs(group: FigureGroup, inventory: Inventory, name: str, experiment_of, in_section, caption) -> None:
+    """Add every ``name`` image under the results whose experiment is in this section to ``group``
+    (a file that cannot be read becomes a note, not a failure)."""
+    for folder in sorted(f for f, names in inventory.folders.items() if name in names):
+        if not in_section(experiment_of(folder)):
             continue
-        path = folder / LANDSCAPE_FILE
+        path = folder / name
         try:
             uri = plots.png_uri(path.read_bytes())
         except (OSError, ValueError) as exc:
             group.notes.append(f"{inventory.relative(path)}: not inlined ({exc}).")
             continue
-        group.figures.append(Figure(inventory.relative(folder), uri,
-                                    "P(α, β) around the three subspace solutions, inlined from "
-                                    f"{inventory.relative(path)}."))
+        group.figures.append(Figure(inventory.relative(folder), uri, caption(inventory.relative(path))))
+
+
+def _landscape_group(section: PaperSection, inventory: Inventory, in_section, known: set[str]) -> FigureGroup:
+    group = FigureGroup("Performance landscapes (unified-dt Figure 2)")
+    _inline_pngs(group, inventory, LANDSCAPE_FILE, lambda folder: _landscape_experiment(inventory, folder, known),
+                 in_section, lambda path: f"P(α, β) around the three subspace solutions, inlined from {path}.")
     if not group.figures and not group.notes:
         group.notes.append(f"No {LANDSCAPE_FILE} under the results for this paper's experiments "
                            f"(`deltaspace landscape` writes one).")
@@ -1008,19 +1013,10 @@ def _memory_group(section: PaperSection) -> FigureGroup | None:
 def _synthetic_group(section: PaperSection, inventory: Inventory, in_section, known: set[str]) -> FigureGroup | None:
     """The decomposition paper's synthetic study: every synthetic-mpc.png of this section's experiments."""
     group = FigureGroup("Synthetic MPC study: error vs rank per decomposed form (decomposition paper, Props 1-2)")
-    for folder in sorted(f for f, names in inventory.folders.items() if SYNTHETIC_FILE in names):
-        if not in_section(inventory.experiment_of(folder, known)):
-            continue
-        path = folder / SYNTHETIC_FILE
-        try:
-            uri = plots.png_uri(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            group.notes.append(f"{inventory.relative(path)}: not inlined ({exc}).")
-            continue
-        group.figures.append(Figure(inventory.relative(folder), uri,
-                                    "Relative error of each form at matched rank (mean over seeds) above the "
-                                    "Eckart-Young bound, the gap to it, and the rank-free forms; inlined from "
-                                    f"{inventory.relative(path)} (deltaspace synthetic-mpc)."))
+    _inline_pngs(group, inventory, SYNTHETIC_FILE, lambda folder: inventory.experiment_of(folder, known), in_section,
+                 lambda path: "Relative error of each form at matched rank (mean over seeds) above the Eckart-Young "
+                              f"bound, the gap to it, and the rank-free forms; inlined from {path} "
+                              "(deltaspace synthetic-mpc).")
     return group if group.figures or group.notes else None
 
 
