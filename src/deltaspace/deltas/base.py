@@ -179,8 +179,12 @@ class Delta:
                 p.copy_(theta[slot.offset:slot.offset + slot.numel].view(slot.shape).to(p.device, p.dtype))
 
     def views(self, theta: torch.Tensor) -> Iterator[tuple[Slot, torch.Tensor]]:
-        for slot in self.manifest:
-            yield slot, theta[slot.offset:slot.offset + slot.numel].view(slot.shape)
+        # One split rather than a slice per tensor (the slots tile θ in order): the backward of a
+        # split concatenates the tensors' gradients once, where every slice's backward builds a
+        # zero gradient as large as θ, which made a fine-tuning step ~10x slower than its forward.
+        parts = torch.split(theta, [slot.numel for slot in self.manifest])
+        for slot, part in zip(self.manifest, parts):
+            yield slot, part.view(slot.shape)
 
     @contextmanager
     def bound(self, theta: torch.Tensor):
