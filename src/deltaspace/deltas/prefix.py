@@ -15,6 +15,8 @@ reference implementation does (anchors §1.1).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -77,18 +79,29 @@ class _PrefixedCache:
                 torch.cat([rows[1].expand(batch, -1, -1, -1), values], dim=2))
 
 
+#: What attention modules call their KV-cache argument: ``cache`` from transformers 5.25 on (the
+#: old name still reaches them through a deprecation shim), ``past_key_values`` before.
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
 class _AttentionPrefix:
     """A pre-hook that gives one self-attention module its layer's prefix keys and values."""
 
     def __init__(self, stack: PrefixStack, layer: int, attention: nn.Module, heads: int) -> None:
         self.stack, self.layer, self.heads = stack, layer, heads
+        accepted = inspect.signature(attention.forward).parameters
+        self.cache_kwarg = next((k for k in CACHE_KWARGS if k in accepted), CACHE_KWARGS[-1])
         attention.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
-        inner = kwargs.get("past_key_values")
+        inner = None
+        for key in CACHE_KWARGS:  # whichever name the caller used; a cache may be falsy (empty)
+            passed = kwargs.pop(key, None)
+            if passed is not None:
+                inner = passed
         if inner is not None and hasattr(inner, "self_attention_cache"):
             inner = inner.self_attention_cache
-        kwargs["past_key_values"] = _PrefixedCache(self.stack.key_values()[self.layer], self.heads, inner)
+        kwargs[self.cache_kwarg] = _PrefixedCache(self.stack.key_values()[self.layer], self.heads, inner)
         for key in ("mask", "attention_mask"):
             if key in kwargs:
                 kwargs[key] = _widen_mask(kwargs[key], self.stack.m)
