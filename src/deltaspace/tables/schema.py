@@ -66,6 +66,7 @@ _TABLE = {
         "spread": {"enum": list(SPREADS)},
         "value": _VALUE,
         "figure": {"enum": list(FIGURES)},
+        "measured": {"type": "boolean"},
         "decimals": {"type": "integer", "minimum": 0, "maximum": 4},
         "select": {"$ref": "#/$defs/selector"},
         "reference": {

@@ -69,6 +69,7 @@ class TableSpec:
     value: Value = field(default_factory=lambda: parse_value(DEFAULT_VALUE, "default"))
     spread: str | None = None  # a second statistic printed as "± spread" (seed_std)
     figure: str | None = None  # how the report draws the table (heatmap | lines | curves)
+    measured: bool = False  # values are physical measurements (memory): two runs agree only roughly
     decimals: int = 1
     select: Selector | None = None
     reference: Reference | None = None
@@ -204,6 +205,7 @@ def _build_table(path: Path, paper: str, entry: dict[str, Any]) -> TableSpec:
         value=parse_value(entry.get("value", DEFAULT_VALUE), where),
         spread=entry.get("spread"),
         figure=entry.get("figure"),
+        measured=entry.get("measured", False),
         decimals=entry.get("decimals", 1),
         select=entry.get("select"),
         reference=reference,
