@@ -66,6 +66,14 @@ include: "workflow/rules/report.smk"
 report: "workflow/report/workflow.rst"
 
 
+# Tables and the report take seconds and read every result: on a cluster they run in the Snakemake
+# process on the submit node rather than as Slurm jobs that would each wait for a queue slot and a
+# status check.
+localrules:
+    tables,
+    report,
+
+
 rule all:
     default_target: True
     input:
