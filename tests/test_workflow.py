@@ -129,16 +129,18 @@ EXPECTED = {
     },
     "config/paper/survey-combination-full.yaml": {
         "prepare": 8,                        # 8 GLUE tasks
-        "train_delta": 8 * 8 * 4 * 3 + 15 * 3 + 8,  # tasks x (7 patterns + FT) x 4 lrs x 3 seeds
-                                             # + SST-2 x 15 sequential stages x 3 seeds + tasks x zero-shot
-        "tables": 2,
+        "train_delta": 8 * 8 * 2 * 4 * 3 + 15 * 3 + 8 * 2,  # tasks x (7 patterns + FT) x 2 templates x 4 lrs
+                                             # x 3 seeds + SST-2 x 15 sequential stages x 3 seeds
+                                             # + tasks x zero-shot x 2 templates
+        "tables": 4,
         "report": 1,
         "all": 1,
     },
     "config/paper/survey-combination-fewshot.yaml": {
         "prepare": 8,
-        "train_delta": 8 * 7 * 4 * 5 + 8,    # tasks x 7 patterns x 4 lrs (Table 8) x 5 seeds + tasks x zero-shot
-        "tables": 1,
+        "train_delta": 8 * 7 * 2 * 4 * 5 + 8 * 2,  # tasks x 7 patterns x 2 templates x 4 lrs (Table 8) x 5 seeds
+                                             # + tasks x zero-shot x 2 templates
+        "tables": 2,
         "report": 1,
         "all": 1,
     },
@@ -437,14 +439,49 @@ def test_sequential_stage_starts_from_the_previous_stage_at_the_same_seed():
 
 
 @pytest.mark.slow
-def test_by_task_head_gives_the_regression_task_the_classifier_head():
-    runs = "results/survey-combination-full/stage0/roberta-large/{}/prompt/lr0.001_seed13"
+def test_combination_runs_use_the_mlm_head_and_manual_twins_the_template_head():
+    """Every RoBERTa combination run classifies with the MLM head (STS-B too, through two label
+    words); a manual-* twin runs its pattern with the template head and records the pattern's name
+    and template=manual (its instance `record` wins over stage0.record's template=none)."""
+    runs = "results/survey-combination-full/stage0/roberta-large/{}/{}/lr0.001_seed13"
+    pairs = [("glue-stsb", "prompt"), ("glue-rte", "prompt"), ("glue-stsb", "manual-prompt+bitfit")]
     commands = job_commands("config/paper/survey-combination-full.yaml",
-                            *(f"{runs.format(t)}/result.parquet" for t in ("glue-stsb", "glue-rte")))
-    [stsb] = [c for c in commands if runs.format("glue-stsb") in c and c.startswith("deltaspace train")]
-    [rte] = [c for c in commands if runs.format("glue-rte") in c and c.startswith("deltaspace train")]
-    assert "--head classifier" in stsb and "--head" not in rte
-    assert "--train-eval 10000" in stsb and "--record regime=full" in rte
+                            *(f"{runs.format(*pair)}/result.parquet" for pair in pairs))
+    stsb, rte, manual = ([c for c in commands if f"--out {runs.format(*pair)} " in c and c.startswith("deltaspace train")]
+                         for pair in pairs)
+    for [plain] in (stsb, rte):
+        assert "--head mlm " in plain and "--record template=none" in plain and "--record method=" not in plain
+    [manual] = manual
+    assert "--method prompt+bitfit " in manual and "--head mlm-template" in manual
+    assert manual.count("--record method=") == 1 and "--record method=prompt+bitfit " in manual
+    assert manual.count("--record template=") == 1 and "--record template=manual" in manual
+    assert "--train-eval 10000" in manual and "--record regime=full" in manual
+
+
+@pytest.mark.parametrize("configfile", ["config/paper/survey-combination-full.yaml",
+                                        "config/paper/survey-combination-fewshot.yaml"])
+def test_combination_manual_instances_are_twins_of_the_template_free_runs(configfile):
+    """Each manual-X instance runs X's delta with X's options and stage-0 block, only with the
+    template head, and records X's method name and template=manual (what Tables 5b/5d/7b match)."""
+    config = yaml.safe_load((REPO / configfile).read_text())
+    methods, stage0 = config["methods"], config["stage0"]
+    assert stage0["head"] == "mlm" and "by_task" not in stage0
+    assert stage0["record"]["template"] == "none"
+    manual = [m for m in methods if m.startswith("manual-")]
+    # every simultaneous pattern, FT and zero-shot has a twin; the sequential stages (Figure 10) none
+    assert {m.removeprefix("manual-") for m in manual} == {
+        m for m in stage0["methods"] if not m.startswith(("manual-", "seq-"))}
+    for name in manual:
+        twin = name.removeprefix("manual-")
+        spec, twin_spec = dict(methods[name]), dict(methods[twin] or {})
+        record = spec.pop("record")
+        assert spec.pop("method") == twin_spec.pop("method", twin)
+        assert record == {**twin_spec.pop("record", {}), "method": twin, "template": "manual"}
+        assert spec == twin_spec, name
+        block = dict(stage0["methods"][name])
+        assert block.pop("head") == "mlm-template"
+        assert block == (stage0["methods"][twin] or {}), name
+        assert "head" not in (stage0["methods"][twin] or {})
 
 
 def test_decomposition_config_matches_the_paper_rows():
