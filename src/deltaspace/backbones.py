@@ -126,6 +126,7 @@ class Backbone:
     model: nn.Module
     tokenizer: Any
     config: Any
+    mlm_head: nn.Module | None = None  # the pretrained masked-LM head, loaded on request (encoders)
 
     @property
     def kind(self) -> str:
@@ -184,10 +185,30 @@ def _config_from_spec(spec: BackboneSpec):
     return getattr(transformers, _CONFIG_CLASSES[spec.family])(**spec.config)
 
 
-def _model_class(kind: str):
+def _model_class(kind: str, mlm_head: bool = False):
     import transformers
 
-    return transformers.AutoModelForSeq2SeqLM if kind == SEQ2SEQ else transformers.AutoModel
+    if kind == SEQ2SEQ:
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModelForMaskedLM if mlm_head else transformers.AutoModel
+
+
+def _split_mlm_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A ...ForMaskedLM model as (encoder, head): the base model, and the one other child, which
+    maps hidden states to vocabulary logits (RoBERTa's ``lm_head``, BERT's ``cls``), untied."""
+    heads = [child for name, child in model.named_children() if name != model.base_model_prefix]
+    if len(heads) != 1:
+        raise UnknownBackboneError(f"{type(model).__name__}: expected one masked-LM head next to the encoder, "
+                                   f"found {[n for n, _ in model.named_children()]}")
+    encoder, head = model.base_model, heads[0]
+    # The decoder is tied to the word embeddings, which fine-tuning puts in θ: untie it, so the head
+    # stays the pretrained one in training and evaluation alike, whatever a method tunes.
+    shared = {id(p) for p in encoder.parameters()}
+    for module in head.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if id(param) in shared:
+                setattr(module, name, nn.Parameter(param.detach().clone(), requires_grad=False))
+    return encoder, head
 
 
 def _pretrained_source(spec: BackboneSpec) -> str:
@@ -204,17 +225,20 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(spec.tokenizer or _pretrained_source(spec))
 
 
-def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_implementation: str = "eager"
-                  ) -> Backbone:
+def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_implementation: str = "eager",
+                  mlm_head: bool = False) -> Backbone:
     """Load a backbone by registry name or local folder, with every weight frozen.
 
     ``config_only`` builds the architecture on the meta device: exact shapes, no memory, no
     download, so paper-scale parameter counts work anywhere. Tiny backbones are random, seeded.
     Attention defaults to the eager implementation because prefix tuning extends keys and masks
-    (see :mod:`deltaspace.deltas.prefix`).
+    (see :mod:`deltaspace.deltas.prefix`). ``mlm_head`` (encoders) also loads the pretrained
+    masked-LM head, kept apart from ``model`` so that no delta method counts or tunes it.
     """
     spec = backbone_spec(name)
-    cls = _model_class(spec.kind)
+    if mlm_head and spec.kind != ENCODER:
+        raise ValueError(f"a masked-LM head is for encoder backbones; {name!r} is {spec.kind}")
+    cls = _model_class(spec.kind, mlm_head)
     if config_only or spec.source == "tiny":
         config = _config_from_spec(spec) if spec.config else _load_config(spec)
         config._attn_implementation = attn_implementation
@@ -232,7 +256,10 @@ def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_i
         tokenizer = load_tokenizer(name)
     model.requires_grad_(False)
     model.eval()
-    return Backbone(name=name, spec=spec, model=model, tokenizer=tokenizer, config=config)
+    head = None
+    if mlm_head:
+        model, head = _split_mlm_head(model)
+    return Backbone(name=name, spec=spec, model=model, tokenizer=tokenizer, config=config, mlm_head=head)
 
 
 def _load_config(spec: BackboneSpec):

@@ -11,6 +11,11 @@ RoBERTa-style head on the first token whose weights are the ``classifier`` delta
 part of θ too (:mod:`deltaspace.deltas.classifier`). It also runs regression (one output, MSE on
 the float target; predictions are the numbers as text, which the correlation metrics parse).
 
+``MLMHead`` (``--head mlm`` / ``mlm-template``) is the survey's prompt-based formulation on
+encoders (LM-BFF; its §5.2 and Table 4): the frozen pretrained masked-LM head scores the task's
+label words at a [MASK], appended as ``[CLS] x [SEP] [MASK] [SEP]`` or placed by the task's manual
+template. Regression (STS-B) reads the probability of the ``high`` word against ``low``.
+
 Batches come from :mod:`deltaspace.train.batching`: ``input_ids``, ``attention_mask``, and
 ``labels`` (target ids, -100 on padding) for seq2seq or ``label`` (class index) for encoders,
 plus ``score`` (float target) for regression tasks on encoders.
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 
 from .backbones import ENCODER, Backbone
+from .data.registry import MASK
 from .deltas import Delta
 
 
@@ -112,6 +118,136 @@ class ClassifierHead:
         return [self.verbalizers[i] for i in logits.argmax(-1).tolist()]
 
 
+MLM_HEADS = ("mlm", "mlm-template")
+
+
+def mask_token(tokenizer) -> str:
+    """The [MASK] of a tokenizer; T5-style ones (the tiny test backbones' ByT5) have sentinels instead."""
+    if getattr(tokenizer, "mask_token", None):
+        return tokenizer.mask_token
+    sentinel = "<extra_id_0>"
+    if tokenizer.convert_tokens_to_ids(sentinel) not in (None, tokenizer.unk_token_id):
+        return sentinel
+    raise ValueError(f"{type(tokenizer).__name__} has no mask token: the masked-LM heads cannot use it")
+
+
+def label_word_ids(tokenizer, words: list[str]) -> list[int]:
+    """One token per label word: the word after a space (RoBERTa's "Ġgreat", as LM-BFF takes it),
+    else bare, else its first token; two words may not share a token."""
+    ids = []
+    for word in words:
+        spaced, bare = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in (" " + word, word))
+        ids.append(spaced[0] if len(spaced) == 1 else bare[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"label words {words} do not map to distinct tokens of {type(tokenizer).__name__} "
+                         f"(first tokens {ids}); choose words that are single tokens")
+    return ids
+
+
+class MLMHead:
+    """Label words at the [MASK], scored by the backbone's frozen pretrained masked-LM head.
+
+    ``prompt`` is the prepared manifest's (the task registry's ``prompt``): its label words, and for
+    ``template=True`` its template, rendered per row at preparation (``prompt`` column). Without a
+    prompt the verbalizers are the label words. Rows need re-encoding for the head's input format
+    (:meth:`encode_rows`); the prepared ``input_ids`` serve the other heads.
+    """
+
+    def __init__(self, backbone: Backbone, delta: Delta, verbalizers: list[str] | None, regression: bool,
+                 template: bool, prompt: dict | None, max_length: int) -> None:
+        if backbone.mlm_head is None:
+            raise ValueError(f"backbone {backbone.name!r} was loaded without its masked-LM head "
+                             "(load_backbone(..., mlm_head=True))")
+        if template and not prompt:
+            raise ValueError("--head mlm-template needs the task's prompt template (registry key `prompt`, "
+                             "carried by the prepared manifest); this task has none: use --head mlm")
+        if regression:
+            if not prompt or not prompt.get("range"):
+                raise ValueError("a regression task on the masked-LM head needs a prompt with `low`/`high` label "
+                                 "words and a `range` (registry key `prompt`)")
+            words = [prompt["label_words"][w] for w in ("low", "high")]
+        else:
+            if not verbalizers:
+                raise ValueError("the masked-LM head classifies: the task has no verbalizers")
+            words = [prompt["label_words"][v] for v in verbalizers] if prompt else list(verbalizers)
+        tokenizer = backbone.tokenizer
+        self.backbone, self.delta, self.verbalizers, self.regression = backbone, delta, verbalizers, regression
+        self.template, self.max_length = template, max_length
+        self.range = tuple(prompt["range"]) if regression else None
+        self.module = backbone.mlm_head.to(next(backbone.model.parameters()).device)
+        self.mask = mask_token(tokenizer)
+        self.mask_id = tokenizer.convert_tokens_to_ids(self.mask)
+        self.word_ids = torch.tensor(label_word_ids(tokenizer, words))
+        around = tokenizer(self.mask)["input_ids"]  # the special tokens a single sequence gets, around it
+        at = around.index(self.mask_id)
+        self._prefix, self._suffix = around[:at], around[at + 1:]
+
+    def encode_rows(self, rows: list[dict]) -> list[dict]:
+        """The rows with ``input_ids`` in this head's format, truncated to ``max_length``."""
+        return [{**row, "input_ids": self._encode(row)} for row in rows]
+
+    def _encode(self, row: dict) -> list[int]:
+        tokenizer = self.backbone.tokenizer
+        if not self.template:
+            return tokenizer(row["input"], self.mask, truncation="only_first",
+                             max_length=self.max_length)["input_ids"]
+        prompt = row.get("prompt") or ""
+        if prompt.count(MASK) != 1:
+            raise ValueError(f"row idx={row.get('idx')}: prompt {prompt[:80]!r} needs one {MASK}; prepared data from "
+                             "before prompts existed must be prepared again (deltaspace prepare)")
+        before, after = prompt.split(MASK)
+        left = tokenizer(before.rstrip(), add_special_tokens=False)["input_ids"]
+        right = tokenizer(after, add_special_tokens=False)["input_ids"]
+        budget = self.max_length - len(self._prefix) - len(self._suffix) - 1
+        # Over budget, the longer side loses tokens at its far end, so the words next to the mask stay.
+        while len(left) + len(right) > budget:
+            if len(left) >= len(right):
+                left = left[1:]
+            else:
+                right = right[:-1]
+        return self._prefix + left + [self.mask_id] + right + self._suffix
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        input_ids = batch["input_ids"]
+        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": batch["attention_mask"]})
+        hidden = self.backbone.model(**inputs).last_hidden_state[:, -input_ids.shape[1]:]  # drop soft-prompt slots
+        at_mask = (input_ids == self.mask_id).int()
+        if not bool(at_mask.any(-1).all()):
+            raise ValueError("a row has no mask token: encode rows with MLMHead.encode_rows first")
+        masked = hidden[torch.arange(len(input_ids), device=hidden.device), at_mask.argmax(-1)]
+        return self.module(masked)[:, self.word_ids.to(hidden.device)]
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        logits = self.logits(batch).float()
+        if self.regression:  # LM-BFF: the target as a distribution over (low, high)
+            low, high = self.range
+            share = ((batch["score"].float() - low) / (high - low)).clamp(0, 1)
+            logp = nn.functional.log_softmax(logits, dim=-1)
+            return -(share * logp[:, 1] + (1 - share) * logp[:, 0]).mean()
+        return nn.functional.cross_entropy(logits, batch["label"])
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[str]:
+        logits = self.logits(batch).float()
+        if self.regression:
+            low, high = self.range
+            return [f"{low + (high - low) * p:.6g}" for p in logits.softmax(-1)[:, 1].tolist()]
+        return [self.verbalizers[i] for i in logits.argmax(-1).tolist()]
+
+
+def task_head(backbone: Backbone, delta: Delta, data, head: str = "label"):
+    """The head ``head`` for a prepared task (:class:`deltaspace.train.batching.TaskData`): its
+    verbalizers, whether it regresses, and for the masked-LM heads its prompt and input length."""
+    extra = {"prompt": data.manifest.get("prompt"), "max_length": data.manifest["max_input_length"]} \
+        if head in MLM_HEADS else {}
+    return make_head(backbone, delta, data.verbalizers, head=head, regression=data.regression, **extra)
+
+
+def encode_rows(head, rows: list[dict]) -> list[dict]:
+    """Prepared rows as the head reads them: re-encoded for the masked-LM heads, as they are otherwise."""
+    return head.encode_rows(rows) if isinstance(head, MLMHead) else rows
+
+
 def training_loss(delta: Delta, head, theta: torch.Tensor, batch: dict) -> torch.Tensor:
     """The loss every stage trains: the task loss of the backbone driven by θ (dropout on),
     plus the method's regularizer at θ (MPC, AdaLoRA's orthogonality) where it has one."""
@@ -122,17 +258,25 @@ def training_loss(delta: Delta, head, theta: torch.Tensor, batch: dict) -> torch
     return loss if penalty is None else loss + penalty
 
 
-#: ``--head`` values: the parameter-free default of the backbone's kind, or the trainable classifier.
-HEADS = ("label", "classifier")
+#: ``--head`` values: the parameter-free default of the backbone's kind, the trainable classifier,
+#: or the pretrained masked-LM head over label words (without or with the task's manual template).
+HEADS = ("label", "classifier", *MLM_HEADS)
 
 
 def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = None, *, head: str = "label",
               regression: bool = False, **kwargs):
     """The task head. ``head="label"``: generation on seq2seq backbones, the parameter-free label
     head on encoders (which need the task's verbalizers). ``head="classifier"``: the trainable
-    head of the ``classifier`` component (encoders only; the only encoder head for regression)."""
+    head of the ``classifier`` component (encoders only). ``mlm`` / ``mlm-template``: the
+    pretrained masked-LM head over label words (encoders loaded with ``mlm_head=True``; ``kwargs``
+    give the task's ``prompt`` and ``max_length``, see :func:`task_head`)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEADS)}")
+    if head in MLM_HEADS:
+        if backbone.kind != ENCODER:
+            raise ValueError(f"--head {head} is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
+                             "generates its labels as text (use the default --head label)")
+        return MLMHead(backbone, delta, verbalizers, regression, template=head == "mlm-template", **kwargs)
     if head == "classifier":
         if backbone.kind != ENCODER:
             raise ValueError(f"--head classifier is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
@@ -146,6 +290,6 @@ def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = 
     if backbone.kind == ENCODER:
         if regression:
             raise ValueError(f"a regression task on encoder backbone {backbone.name!r} needs a trainable output: "
-                             "use --head classifier")
+                             "use --head classifier (or --head mlm / mlm-template, for a task with a prompt)")
         return LabelHead(backbone, delta, verbalizers or [], **kwargs)
     return Seq2SeqHead(backbone, delta, **kwargs)

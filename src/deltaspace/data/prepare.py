@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from deltaspace.data import sampling
 from deltaspace.data.loaders import DataError, LoadedSource, Record, load_source
-from deltaspace.data.registry import CLASSIFICATION, GENERATION, PER_CLASS, Registry, TaskSpec, Template
+from deltaspace.data.registry import (CLASSIFICATION, GENERATION, MASK, PER_CLASS, Registry, TaskSpec, Template,
+                                      prompt_manifest)
 from deltaspace.io import atomic_write
 
 SPLITS = ("train", "dev", "test")
@@ -38,7 +39,7 @@ DEFAULT_MAX_INPUT_LENGTH = 512  # unified-dt / IPT code: inputs up to 512 tokens
 DEFAULT_MAX_TARGET_LENGTH = 64  # and outputs up to 64
 TEST_SUBSAMPLE_SEED = 42  # --max-test subsamples with a fixed seed: the test set never varies with --seed
 HOLDOUT_SEED = 42  # CrossFit shuffles with np.random.seed(42) before its 80/20 train/test carve
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the `prompt` column and manifest key
 
 SCHEMA = pa.schema([
     ("idx", pa.int64()),
@@ -48,6 +49,7 @@ SCHEMA = pa.schema([
     ("label", pa.int64()),
     ("input_ids", pa.list_(pa.int32())),
     ("target_ids", pa.list_(pa.int32())),
+    ("prompt", pa.string()),  # the task's prompt template rendered, {mask} kept; "" without a prompt
 ])
 MANIFEST = "manifest.json"
 
@@ -69,6 +71,7 @@ class Example:
     target: str
     references: tuple[str, ...]
     label: int
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,8 +257,18 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
             raise DataError(f"{record.where}: task {task.name!r}, split {split!r}: no reference output")
         if task_prefix:
             text = f"[{task.name}] {text}"
-        examples.append(Example(record.idx, " ".join(text.split()), refs[0], tuple(refs), label))
+        prompt = _render_prompt(task, record) if task.prompt and not text_to_text else ""
+        examples.append(Example(record.idx, " ".join(text.split()), refs[0], tuple(refs), label, prompt))
     return examples
+
+
+def _render_prompt(task: TaskSpec, record: Record) -> str:
+    """The prompt template over the record's fields, with ``{mask}`` left in place for the head."""
+    assert task.prompt is not None
+    if MASK.strip("{}") in record.data:
+        raise DataError(f"{record.where}: task {task.name!r}: a field named 'mask' clashes with the prompt's {MASK}")
+    fields = Record(record.where, record.idx, {**record.data, MASK.strip("{}"): MASK})
+    return " ".join(_render(task.prompt.template, fields, task.name).split())
 
 
 def _raw_label(tpl: Template | None, record: Record, task: str) -> Any:
@@ -353,6 +366,7 @@ def _table(examples: Sequence[Example], input_ids: list[list[int]], target_ids: 
         "label": [e.label for e in examples],
         "input_ids": input_ids,
         "target_ids": target_ids,
+        "prompt": [e.prompt for e in examples],
     }, schema=SCHEMA)
 
 
@@ -396,7 +410,7 @@ def prepare_task(task: TaskSpec | str, out_dir: str | os.PathLike, *, seed: int,
     encoder = backbones.backbone_spec(backbone).kind == backbones.ENCODER
     if encoder and spec.kind == GENERATION:
         # Regression is fine: the rows keep the number as `target` text, which the trainable
-        # classifier head (`deltaspace train --head classifier`) regresses on.
+        # classifier head (`--head classifier`) or the masked-LM heads' two label words regress on.
         raise PrepareError(f"task {spec.name!r} is {spec.kind}; encoder backbone {backbone!r} has a label head "
                            f"(or a trainable classifier) and runs classification and regression tasks only")
     max_in = options.max_input_length or spec.max_input_length or DEFAULT_MAX_INPUT_LENGTH
@@ -432,6 +446,7 @@ def prepare_task(task: TaskSpec | str, out_dir: str | os.PathLike, *, seed: int,
         "max_input_length": max_in,
         "max_target_length": max_out,
         "task_prefix": options.task_prefix,
+        "prompt": prompt_manifest(spec.prompt) if spec.prompt else None,
         "request": request,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,12 @@ REQUIRED_SOURCE_KEYS = {"hub": ("id",), "tsv": ("train",), "jsonl": ("train",), 
                         "parquet": ("train",), "quickstart": ("corpus",)}
 
 TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "template", "alternatives",
-             "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes"}
+             "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
 TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset"}
+PROMPT_KEYS = {"template", "label_words", "range"}
+MASK = "{mask}"  # where a prompt template puts the masked-LM's [MASK]
+REGRESSION_WORDS = ("low", "high")  # a regression prompt's two label words: the ends of its range
 PAPER_KEYS = {"title", "splits", "tables", "metrics", "data_seeds", "notes"}
 SPLIT_KEYS = {"roles", "groups", "metrics", "notes"}
 
@@ -185,6 +188,18 @@ class Template:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A task's prompt for masked-LM classification (LM-BFF; the survey's Table 4): a format string
+    over record fields with one ``{mask}``, and the label word the [MASK] should become per
+    verbalizer. A regression prompt has two words, ``low`` and ``high``, for the ends of ``range``:
+    the prediction interpolates between them by the probability of ``high``."""
+
+    template: str
+    label_words: Mapping[str, str]
+    range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One task of the registry. ``category`` is derived from CrossFit's ``ontology``."""
 
@@ -205,6 +220,7 @@ class TaskSpec:
     max_target_length: int | None = None
     notes: str = ""
     defined_in: str = ""
+    prompt: Prompt | None = None
 
     @property
     def category(self) -> str:
@@ -245,7 +261,14 @@ class TaskSpec:
             "exact": self.exact, "aliases": list(self.aliases), "papers": list(self.papers),
             "max_input_length": self.max_input_length, "max_target_length": self.max_target_length,
             "notes": self.notes, "defined_in": self.defined_in,
+            "prompt": None if self.prompt is None else prompt_manifest(self.prompt),
         }
+
+
+def prompt_manifest(prompt: Prompt) -> dict[str, Any]:
+    """A prompt as JSON (prepared manifests carry it to the masked-LM heads)."""
+    return {"template": prompt.template, "label_words": dict(prompt.label_words),
+            "range": list(prompt.range) if prompt.range else None}
 
 
 @dataclass(frozen=True)
@@ -336,6 +359,40 @@ def _parse_template(node: Any, kind: str, where: str) -> Template | None:
     return tpl
 
 
+def _parse_prompt(node: Any, kind: str, verbalizers: tuple[str, ...] | None, where: str) -> Prompt | None:
+    if node is None:
+        return None
+    if not isinstance(node, Mapping) or not isinstance(node.get("template"), str) \
+            or not isinstance(node.get("label_words"), Mapping):
+        raise RegistryError(f"{where}: prompt must be a mapping with a `template` string and `label_words`")
+    where = _where(node, where)
+    _check_keys(node, PROMPT_KEYS, "prompt", where)
+    template, words = node["template"], {str(k): v for k, v in node["label_words"].items()}
+    if template.count(MASK) != 1:
+        raise RegistryError(f"{where}: prompt template {template!r} must contain {MASK} exactly once")
+    if not all(isinstance(w, str) and w.strip() for w in words.values()):
+        raise RegistryError(f"{where}: prompt label_words must map to non-empty words, got {words}")
+    if len(set(words.values())) != len(words):
+        raise RegistryError(f"{where}: prompt label_words repeat a word: {words}")
+    if kind == REGRESSION:
+        expected, rng = set(REGRESSION_WORDS), node.get("range")
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)
+                and rng[0] < rng[1]):
+            raise RegistryError(f"{where}: a regression prompt needs `range: [low, high]` (the target's ends), "
+                                f"got {rng!r}")
+        rng = (float(rng[0]), float(rng[1]))
+    elif kind == CLASSIFICATION:
+        if "range" in node:
+            raise RegistryError(f"{where}: `range` is for regression prompts")
+        expected, rng = set(verbalizers) if verbalizers else set(words), None
+    else:
+        raise RegistryError(f"{where}: prompts are for classification and regression tasks, kind is {kind}")
+    if set(words) != expected:
+        raise RegistryError(f"{where}: prompt label_words must have exactly the keys {sorted(expected)}, "
+                            f"got {sorted(words)}")
+    return Prompt(template=template, label_words=MappingProxyType(words), range=rng)
+
+
 def _str_list(value: Any, what: str, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -398,7 +455,8 @@ def _parse_task(name: str, node: Any, defaults: Mapping, file_where: str) -> Tas
         exact=bool(merged.get("exact", False)), aliases=_str_list(merged.get("aliases"), "aliases", where),
         papers=_str_list(merged.get("papers"), "papers", where),
         max_input_length=merged.get("max_input_length"), max_target_length=merged.get("max_target_length"),
-        notes=str(merged.get("notes", "")).strip(), defined_in=where)
+        notes=str(merged.get("notes", "")).strip(), defined_in=where,
+        prompt=_parse_prompt(merged.get("prompt"), kind, verbalizers, where))
 
 
 def _parse_members(node: Any, where: str, group: str = "") -> list[SplitMember]:

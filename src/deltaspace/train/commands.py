@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..deltas import METHODS, UnknownMethodError, check_method_name
+from ..heads import HEADS
 from ..options import parse_sets
 from .loop import LoopConfig, Preempted
 
@@ -100,10 +101,13 @@ def register(subparsers) -> None:
     g.add_argument("--patience", type=int, default=None, metavar="P",
                    help="early stopping: stop after P evaluations in a row without a new best dev score "
                         "(default: off)")
-    g.add_argument("--head", choices=["label", "classifier"], default="label",
+    g.add_argument("--head", choices=list(HEADS), default="label",
                    help="label (default): text generation on seq2seq, the parameter-free label head on encoders; "
                         "classifier: a trainable RoBERTa-style head on encoders, trained as METHOD+classifier "
-                        "(its weights are part of θ; required for regression tasks on encoders)")
+                        "(its weights are part of θ); mlm: the pretrained masked-LM head scores the task's label "
+                        "words at a [MASK] appended as [CLS] x [SEP] [MASK] [SEP]; mlm-template: the same at the "
+                        "[MASK] of the task's manual template (registry `prompt`; survey Tables 4-7). Regression "
+                        "on encoders needs classifier, mlm or mlm-template")
     g.add_argument("--init-from", nargs="+", metavar="RUN_DIR", default=None,
                    help="sequential combination: start from the run with the best dev_metric among these stage-0 "
                         "output folders, copying every θ slice whose name exists there and freezing it")

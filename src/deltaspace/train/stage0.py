@@ -21,7 +21,7 @@ from torch import nn
 from ..backbones import ENCODER, load_backbone
 from ..deltas import Delta, build_delta
 from ..deltas.combined import is_composite, split_name
-from ..heads import make_head, training_loss
+from ..heads import MLM_HEADS, encode_rows, task_head, training_loss
 from ..io import write_json, write_parquet
 from ..provenance import provenance
 from .batching import BatchStream, TaskData, load_task_data, split_rows
@@ -252,30 +252,34 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
     if head == "classifier":
         method, options = with_classifier(method, options, data)
     chosen = best_run(init_from) if init_from else None
-    backbone = load_backbone(backbone_name, seed=cfg.seed)
+    backbone = load_backbone(backbone_name, seed=cfg.seed, mlm_head=head in MLM_HEADS)
     backbone_parameters = backbone.num_parameters  # before the delta adds any
     if head == "classifier" and backbone.kind != ENCODER:
         raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind} and "
                          "generates its labels as text (use the default --head label)")
     backbone.model.to(device())
     delta = build_delta(method, backbone, **options)
-    task_head = make_head(backbone, delta, data.verbalizers, head=head, regression=data.regression)
+    head_of_task = task_head(backbone, delta, data, head)
+
+    def rows(split: str) -> list[dict]:  # the masked-LM heads read their own input format
+        return encode_rows(head_of_task, split_rows(data, split))
+
     theta0, frozen = delta.init(cfg.seed), None
     if chosen is not None:
         theta0, frozen = seed_from_run(chosen, delta, theta0, backbone_name)
-    objective = ThetaObjective(delta, task_head, theta0, split_rows(data, "dev"), data.metric, eval_batch_size,
+    objective = ThetaObjective(delta, head_of_task, theta0, rows("dev"), data.metric, eval_batch_size,
                                frozen=frozen)
-    stream = BatchStream(split_rows(data, "train"), cfg.batch_size, cfg.seed, backbone.tokenizer.pad_token_id,
+    stream = BatchStream(rows("train"), cfg.batch_size, cfg.seed, backbone.tokenizer.pad_token_id,
                          backbone.kind, regression=data.regression)
     outcome = run_loop(objective, stream, cfg, out, tokens_per_batch=lambda b: b["attention_mask"].sum(),
                        progress=progress, stop_after=stop_after, desc=f"{data.name}/{method}")
     theta = outcome.best_snapshot["theta"]
-    test = evaluate_rows(delta, task_head, theta, split_rows(data, "test"), data.metric, eval_batch_size)
+    test = evaluate_rows(delta, head_of_task, theta, rows("test"), data.metric, eval_batch_size)
     train_metric = None
     if train_eval is not None:
         if train_eval < 1:
             raise ValueError(f"--train-eval must be at least 1, got {train_eval}")
-        train_metric = evaluate_rows(delta, task_head, theta, train_sample(split_rows(data, "train"), train_eval),
+        train_metric = evaluate_rows(delta, head_of_task, theta, encode_rows(head_of_task, train_sample(split_rows(data, "train"), train_eval)),
                                      data.metric, eval_batch_size)
     save_theta(out, theta, delta, backbone_name)
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")

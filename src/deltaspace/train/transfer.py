@@ -80,7 +80,7 @@ def task_transfer(sources: list[str | Path], data_dir: str | Path, out: str | Pa
 
     from ..backbones import load_backbone
     from ..deltas import build_delta
-    from ..heads import make_head
+    from ..heads import MLM_HEADS, encode_rows, task_head
     from .batching import load_task_data, split_rows
     from .evaluate import evaluate_rows
     from .loop import device
@@ -97,8 +97,9 @@ def task_transfer(sources: list[str | Path], data_dir: str | Path, out: str | Pa
         raise ValueError(f"{target.path}: the target data is prepared (tokenized) for backbone {prepared!r}, but "
                          f"the source θ in {best.path} was trained on {backbone_name!r}; prepare the target "
                          f"with `deltaspace prepare --backbone {backbone_name}`")
+    head_name = best.row.get("head") or head_for_method(method)  # runs before `head` was recorded: infer it
     # Tiny test backbones are random: the source's seed rebuilds the very backbone θ was trained on.
-    backbone = load_backbone(backbone_name, seed=int(best.row["seed"]))
+    backbone = load_backbone(backbone_name, seed=int(best.row["seed"]), mlm_head=head_name in MLM_HEADS)
     backbone.model.to(device())
     delta = build_delta(method, backbone, **meta["options"])
     recorded = [s["name"] for s in meta["manifest"]]
@@ -106,12 +107,10 @@ def task_transfer(sources: list[str | Path], data_dir: str | Path, out: str | Pa
         raise ValueError(f"{best.path}: θ has {theta.numel()} values over {len(recorded)} tensors, but method "
                          f"{method!r} with options {meta['options']} on {backbone_name!r} now has {delta.size} over "
                          f"{len(delta.manifest)}; the method's code or defaults changed since it was trained")
-    head_name = best.row.get("head") or head_for_method(method)  # runs before `head` was recorded: infer it
-    head = make_head(backbone, delta, target.verbalizers, head=head_name,
-                     regression=getattr(target, "regression", False))
+    head = task_head(backbone, delta, target, head_name)
     with torch.no_grad():
-        test = evaluate_rows(delta, head, theta.to(device()), split_rows(target, "test"), target.metric,
-                             eval_batch_size)
+        test = evaluate_rows(delta, head, theta.to(device()), encode_rows(head, split_rows(target, "test")),
+                             target.metric, eval_batch_size)
     source = best.row
     config = {"source_task": source["task"], "source_config_hash": source.get("config_hash"), "method": method,
               "options": meta["options"], "backbone": backbone_name, "task": target.name,

@@ -1,0 +1,181 @@
+"""The masked-LM heads (--head mlm / mlm-template): the survey's prompt-based classification over
+label words (LM-BFF; Tables 4-7), task prompts in the registry, and their rendering at preparation."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from deltaspace.backbones import load_backbone, load_tokenizer
+from deltaspace.cli import main
+from deltaspace.data.prepare import PrepareOptions, prepare_task
+from deltaspace.data.registry import RegistryError, load_registry
+from deltaspace.deltas import build_delta
+from deltaspace.heads import MLMHead, label_word_ids, make_head
+
+SURVEY_GLUE = ["glue-cola", "glue-sst2", "glue-mrpc", "glue-stsb", "glue-qqp", "glue-mnli", "glue-qnli", "glue-rte"]
+
+TOY_REGISTRY = """\
+tasks:
+  toy-sentiment:
+    ontology: cls/sentiment analysis
+    kind: classification
+    metric: accuracy
+    verbalizers: [negative, positive]
+    source: {type: jsonl, train: sentiment.jsonl, holdout: 0.25}
+    template: {input: 'review: {text}', label: label}
+    prompt: {template: '{text} It was {mask} .', label_words: {negative: bad, positive: good}}
+  toy-sts:
+    ontology: cls/paraphrase
+    kind: regression
+    metric: pearson
+    source: {type: jsonl, train: sts.jsonl, holdout: 0.25}
+    template: {input: '{text}', target: '{score:.1f}'}
+    prompt: {template: '{text} {mask} !', label_words: {low: 'n', high: 'y'}, range: [0, 5]}
+"""
+
+WORDS = ["great", "lovely", "fine", "dull", "bad", "awful"]
+
+
+@pytest.fixture
+def toy_registry(tmp_path):
+    rows = [{"text": f"the film was {WORDS[i % 6]}", "label": int(i % 6 < 3)} for i in range(48)]
+    (tmp_path / "sentiment.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sts = [{"text": f"the film was {WORDS[i % 6]}", "score": 5.0 - (i % 6)} for i in range(48)]
+    (tmp_path / "sts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sts))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "toy.yaml").write_text(TOY_REGISTRY)
+    return load_registry(tmp_path / "tasks")
+
+
+def prepare(task, tmp_path, registry, backbone="tiny-bert"):
+    out = tmp_path / task / backbone
+    prepare_task(task, out, seed=1, backbone=backbone, registry=registry,
+                 options=PrepareOptions(setting="full", data_dir=str(tmp_path), max_dev=12, max_input_length=64))
+    return out
+
+
+def train(data, out, head, steps=12, method="lora"):
+    return main(["train", "--data", str(data), "--method", method, "--backbone", "tiny-bert", "--lr", "0.05",
+                 "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "4", "--seed", "7", "--set", "r=4",
+                 "--out", str(out), "--no-progress", "--head", head, "--steps", str(steps)])
+
+
+def test_glue_prompts_are_table4():
+    registry = load_registry()
+    for name in SURVEY_GLUE:
+        assert registry.get(name).prompt is not None, name
+    sst2, mnli, stsb = (registry.get(t).prompt for t in ("glue-sst2", "glue-mnli", "glue-stsb"))
+    assert sst2.template == "{sentence} It was {mask} ." and dict(sst2.label_words) == {"positive": "great",
+                                                                                        "negative": "terrible"}
+    assert dict(mnli.label_words) == {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"}
+    assert stsb.range == (0.0, 5.0) and dict(stsb.label_words) == {"high": "Yes", "low": "No"}
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("{template: '{text} It was .', label_words: {negative: bad, positive: good}}", "exactly once"),
+    ("{template: '{text} {mask}', label_words: {negative: bad}}", "exactly the keys ['negative', 'positive']"),
+    ("{template: '{text} {mask}', label_words: {negative: bad, positive: bad}}", "repeat a word"),
+    ("{template: '{text} {mask}', label_words: {negative: bad, positive: good}, range: [0, 1]}", "for regression"),
+    ("{template: '{text} {mask}', words: {negative: bad, positive: good}}", "label_words"),
+])
+def test_bad_prompts_name_the_problem(tmp_path, prompt, message):
+    (tmp_path / "t.yaml").write_text(TOY_REGISTRY.split("  toy-sts:")[0].replace(
+        "prompt: {template: '{text} It was {mask} .', label_words: {negative: bad, positive: good}}",
+        f"prompt: {prompt}"))
+    with pytest.raises(RegistryError, match="prompt") as err:
+        load_registry(tmp_path)
+    assert message in str(err.value) and "t.yaml" in str(err.value)
+
+
+def test_regression_prompt_needs_its_range(tmp_path):
+    (tmp_path / "t.yaml").write_text("tasks:\n  toy-sts:" + TOY_REGISTRY.split("  toy-sts:")[1].replace(
+        ", range: [0, 5]", ""))
+    with pytest.raises(RegistryError, match=r"range: \[low, high\]"):
+        load_registry(tmp_path)
+
+
+def test_preparation_renders_the_prompt_and_the_manifest_carries_it(tmp_path, toy_registry):
+    data = prepare("toy-sentiment", tmp_path, toy_registry)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["prompt"] == {"template": "{text} It was {mask} .",
+                                  "label_words": {"negative": "bad", "positive": "good"}, "range": None}
+    train_rows = pd.read_parquet(data / "train.parquet")
+    assert (train_rows.prompt == train_rows.input.str.removeprefix("review: ") + " It was {mask} .").all()
+
+
+def test_encoding_puts_one_mask_and_truncation_keeps_the_template_words():
+    bb = load_backbone("minilm", mlm_head=True)  # a real WordPiece tokenizer, offline
+    head = MLMHead(bb, build_delta("lora", bb, r=2), ["negative", "positive"], regression=False, template=True,
+                   prompt={"label_words": {"negative": "bad", "positive": "good"}}, max_length=12)
+    tok = bb.tokenizer
+    long = " ".join(["word"] * 30)
+    row = {"idx": 0, "input": long, "prompt": long + " It was {mask} ."}
+    ids = head.encode_rows([row])[0]["input_ids"]
+    # The longer side (the text before the mask) loses tokens at its start: the template stays whole.
+    assert tok.convert_ids_to_tokens(ids) == ["[CLS]", *["word"] * 6, "it", "was", "[MASK]", ".", "[SEP]"]
+    bare = MLMHead(bb, head.delta, ["negative", "positive"], regression=False, template=False, prompt=None,
+                   max_length=12).encode_rows([row])[0]["input_ids"]
+    assert tok.convert_ids_to_tokens(bare)[-3:] == ["[SEP]", "[MASK]", "[SEP]"] and len(bare) == 12
+    assert label_word_ids(tok, ["bad", "good"]) == tok.convert_tokens_to_ids(["bad", "good"])
+    with pytest.raises(ValueError, match="needs one {mask}"):
+        head.encode_rows([{"idx": 3, "input": "x", "prompt": ""}])
+
+
+def test_the_mlm_head_is_frozen_and_outside_theta():
+    bb = load_backbone("tiny-bert", mlm_head=True)
+    delta = build_delta("finetune", bb)
+    head = make_head(bb, delta, ["negative", "positive"], head="mlm", prompt=None, max_length=32)
+    assert not any(p.requires_grad for p in head.module.parameters())
+    # Untied: fine-tuning's word embeddings (in θ) are not the decoder's weight.
+    embeddings = bb.model.get_input_embeddings().weight
+    assert all(p is not embeddings for p in head.module.parameters())
+    assert any(torch.equal(p, embeddings) for p in head.module.parameters())
+    assert not any(s.name.startswith(("cls.", "lm_head.")) for s in delta.manifest)
+    with pytest.raises(ValueError, match="without its masked-LM head"):
+        make_head(load_backbone("tiny-bert"), delta, ["a", "b"], head="mlm", prompt=None, max_length=32)
+    with pytest.raises(ValueError, match="needs the task's prompt template"):
+        make_head(bb, delta, ["a", "b"], head="mlm-template", prompt=None, max_length=32)
+
+
+@pytest.mark.parametrize("head", ["mlm", "mlm-template"])
+def test_classification_trains_through_the_label_words(tmp_path, toy_registry, head):
+    data = prepare("toy-sentiment", tmp_path, toy_registry)
+    out = tmp_path / f"run-{head}"
+    assert train(data, out, head) == 0
+    row = pd.read_parquet(out / "result.parquet").iloc[0]
+    assert row["head"] == head and 0 <= row.test_metric <= 100
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve.loss.iloc[-1] < curve.loss.iloc[0]
+    # --steps 0 scores the pretrained head on the bare backbone: the combination tables' zero-shot column.
+    assert train(data, tmp_path / f"zero-{head}", head, steps=0) == 0
+    zero = pd.read_parquet(tmp_path / f"zero-{head}" / "result.parquet").iloc[0]
+    assert zero.best_step == 0 and 0 <= zero.test_metric <= 100
+
+
+def test_regression_interpolates_between_the_two_words(tmp_path, toy_registry):
+    data = prepare("toy-sts", tmp_path, toy_registry)
+    out = tmp_path / "run"
+    assert train(data, out, "mlm-template", steps=16) == 0
+    row = pd.read_parquet(out / "result.parquet").iloc[0]
+    assert row.metric == "pearson" and not math.isnan(row.test_metric)
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve.loss.iloc[-1] < curve.loss.iloc[0]
+
+    bb = load_backbone("tiny-bert", mlm_head=True)
+    manifest = json.loads((data / "manifest.json").read_text())
+    head = make_head(bb, build_delta("lora", bb, r=2), None, head="mlm-template", regression=True,
+                     prompt=manifest["prompt"], max_length=64)
+    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records"))
+    from deltaspace.train.batching import collate
+
+    batch = collate(rows, load_tokenizer("tiny-bert").pad_token_id, "encoder", regression=True)
+    predictions = [float(p) for p in head.predict(batch)]
+    assert all(0 <= p <= 5 for p in predictions)
+    # The loss is the cross-entropy against (1 - s/5, s/5): minimal where p(high) = s/5.
+    logits = head.logits(batch).float()
+    share = batch["score"] / 5
+    expected = -(share * logits.log_softmax(-1)[:, 1] + (1 - share) * logits.log_softmax(-1)[:, 0]).mean()
+    assert torch.allclose(head.loss(batch), expected)
