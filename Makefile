@@ -21,13 +21,16 @@ CORES ?= 2
 REPORT ?= reports/index.html
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers: the paper configs' dry-runs and the training tests keep every core busy.
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 
 .PHONY: help setup test run slurm-profile dryrun-papers clean distclean
 
 help:
 	@echo "make run            venv + quickstart workflow end to end (tables, reports/index.html)"
-	@echo "make test           venv + pytest, offline (PYTEST_ARGS='-k lora -x' passes through)"
+	@echo "make test           venv + pytest, offline, on every core (PYTEST_ARGS='-k lora -x' passes through; TEST_WORKERS=0: one process)"
 	@echo "make setup          create $(VENV) and install the project, its pins and offline assets"
 	@echo "make slurm-profile  install profiles/slurm as $(SLURM_PROFILE_DIR) (FORCE=1 overwrites)"
 	@echo "make dryrun-papers  snakemake -n for every config/paper/*.yaml"
@@ -45,7 +48,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "setup done: $(VENV) ($$($(BIN)/python -c 'import torch, deltaspace; print("torch", torch.__version__)'))"
 
 test: setup
-	@$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): that is a failure" >&2; fi; \
 	exit $$rc
 

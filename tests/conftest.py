@@ -12,6 +12,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Under pytest-xdist, each worker gets its share of the cores: torch's default of one thread per
+# core in every worker oversubscribes the machine and slows the whole suite.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 # Small options so every method trains in a handful of steps on a tiny backbone.
 TINY_OPTIONS = {"adapter": {"r": 4}, "prefix": {"m": 4, "hidden": 8}, "lora": {"r": 4}, "prompt": {"n": 20},
                 "bitfit": {}, "finetune": {}}
