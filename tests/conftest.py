@@ -13,9 +13,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Under pytest-xdist, each worker gets its share of the cores: torch's default of one thread per
-# core in every worker oversubscribes the machine and slows the whole suite.
+# core in every worker oversubscribes the machine and slows the whole suite. Subprocesses (the CLI
+# run killed by SIGTERM) get the same count through OMP_NUM_THREADS: a run resumed in-process must
+# repeat the summation order of the part that ran in the subprocess, bit for bit.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 # Small options so every method trains in a handful of steps on a tiny backbone.
 TINY_OPTIONS = {"adapter": {"r": 4}, "prefix": {"m": 4, "hidden": 8}, "lora": {"r": 4}, "prompt": {"n": 20},
