@@ -137,7 +137,7 @@ EXPECTED = {
         "all": 1,
     },
     "config/paper/survey-combination-fewshot.yaml": {
-        "prepare": 8,
+        "prepare": 8 * 5,  # tasks x data seeds: each seed trains on its own 16-shot split
         "train_delta": 8 * 7 * 2 * 4 * 5 + 8 * 2,  # tasks x 7 patterns x 2 templates x 4 lrs (Table 8) x 5 seeds
                                              # + tasks x zero-shot x 2 templates
         "tables": 2,
@@ -456,6 +456,25 @@ def test_combination_runs_use_the_mlm_head_and_manual_twins_the_template_head():
     assert manual.count("--record method=") == 1 and "--record method=prompt+bitfit " in manual
     assert manual.count("--record template=") == 1 and "--record template=manual" in manual
     assert "--train-eval 10000" in manual and "--record regime=full" in manual
+
+
+@pytest.mark.slow
+def test_resample_per_seed_gives_each_training_seed_its_own_split():
+    """survey-combination-fewshot (data.resample_per_seed): seed s trains on the split prepared with
+    data seed s; the full-data config keeps one data seed for every run."""
+    runs = "results/survey-combination-fewshot/stage0/roberta-large/glue-rte/adapter/lr0.001_seed{}"
+    commands = job_commands("config/paper/survey-combination-fewshot.yaml",
+                            *(f"{runs.format(s)}/result.parquet" for s in (21, 87)))
+    data = "results/survey-combination-fewshot/data/roberta-large/glue-rte/seed{}"
+    for seed in (21, 87):
+        [train] = [c for c in commands if f"--out {runs.format(seed)} " in c]
+        assert f"--data {data.format(seed)} " in train and f"--seed {seed} " in train
+        [prepare] = [c for c in commands if c.startswith("deltaspace prepare") and f"{data.format(seed)} " in c + " "]
+        assert f"--seed {seed} " in prepare and "--k 16" in prepare
+    full = "results/survey-combination-full/stage0/roberta-large/glue-rte/adapter/lr0.001_seed13"
+    [train] = [c for c in job_commands("config/paper/survey-combination-full.yaml", f"{full}/result.parquet")
+               if c.startswith("deltaspace train")]
+    assert "--data results/survey-combination-full/data/roberta-large/glue-rte/seed42 " in train
 
 
 @pytest.mark.parametrize("configfile", ["config/paper/survey-combination-full.yaml",

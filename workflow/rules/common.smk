@@ -233,6 +233,7 @@ def backbone_key(backbone, path):
 BACKBONE = backbone_key(config["backbone"], "backbone")
 DATA = dict(config.get("data") or {})
 DSEED = int(DATA.get("seed", 100))
+RESAMPLE_PER_SEED = bool(DATA.get("resample_per_seed", False))
 PAPER = config.get("paper")
 # Method instances: the keys of `methods:`. An instance runs the registry (or composite) method named
 # by its `method:` (default: the key itself) with the other keys as options, and its results carry
@@ -681,10 +682,11 @@ def prepare_args(wc, output):
 
 
 def train_inputs(wc):
-    inputs = {"data": f"{data_dir(wc.backbone, wc.task, DSEED)}/manifest.json"}
+    seed = parse_run(wc.run)[2]
+    inputs = {"data": f"{data_dir(wc.backbone, wc.task, seed if RESAMPLE_PER_SEED else DSEED)}/manifest.json"}
     source = STAGE0[wc.method]["init_from"]
     if source is not None:  # sequential combination: the earlier stage's runs on this task at this seed
-        seed = parse_run(wc.run)[2]  # (every grid point of it: deltaspace train keeps the best on dev)
+        # (every grid point of it: deltaspace train keeps the best on dev)
         inputs["init_from"] = [f"{stage0_dir(wc.backbone, wc.task, source, run)}/result.parquet"
                                for run in stage0_runs(wc.task, source) if parse_run(run)[2] == seed]
         if not inputs["init_from"]:
