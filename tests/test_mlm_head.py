@@ -1,5 +1,6 @@
 """The masked-LM heads (--head mlm / mlm-template): the survey's prompt-based classification over
-label words (LM-BFF; Tables 4-7), task prompts in the registry, and their rendering at preparation."""
+label words (LM-BFF; Tables 4-7), task prompts in the registry, their rendering at preparation, and
+LM-BFF's few-shot STS-B (16 per side of 2.5)."""
 
 import json
 import math
@@ -179,3 +180,28 @@ def test_regression_interpolates_between_the_two_words(tmp_path, toy_registry):
     share = batch["score"] / 5
     expected = -(share * logits.log_softmax(-1)[:, 1] + (1 - share) * logits.log_softmax(-1)[:, 0]).mean()
     assert torch.allclose(head.loss(batch), expected)
+
+
+def test_few_shot_regression_samples_k_per_side_of_its_threshold(tmp_path, toy_registry):
+    (tmp_path / "few-shot-tasks").mkdir()
+    (tmp_path / "few-shot-tasks" / "toy.yaml").write_text(TOY_REGISTRY.replace(
+        "    kind: regression\n", "    kind: regression\n    k: per_class\n    pseudo_classes_at: 2.5\n"))
+    registry = load_registry(tmp_path / "few-shot-tasks")
+    assert registry.get("toy-sts").pseudo_classes_at == 2.5 and load_registry().get("glue-stsb").pseudo_classes_at == 2.5
+    out = tmp_path / "few"
+    prepare_task("toy-sts", out, seed=3, backbone="tiny-bert", registry=registry,
+                 options=PrepareOptions(setting="fewshot", k=4, data_dir=str(tmp_path)))
+    for split in ("train", "dev"):
+        scores = pd.read_parquet(out / f"{split}.parquet").target.map(float)
+        assert (scores < 2.5).sum() == 4 and (scores >= 2.5).sum() == 4
+    assert set(pd.read_parquet(out / "train.parquet").idx).isdisjoint(pd.read_parquet(out / "dev.parquet").idx)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("    kind: regression\n", "    kind: regression\n    k: per_class\n"), "only with `pseudo_classes_at`"),
+    (("    kind: classification\n", "    kind: classification\n    pseudo_classes_at: 2.5\n"), "for regression tasks"),
+])
+def test_pseudo_classes_need_a_regression_task(tmp_path, edit, message):
+    (tmp_path / "t.yaml").write_text(TOY_REGISTRY.replace(*edit))
+    with pytest.raises(RegistryError, match=message):
+        load_registry(tmp_path)

@@ -299,6 +299,14 @@ def _verbalizers(task: TaskSpec, loaded: LoadedSource) -> tuple[str, ...] | None
     return tuple(sorted(seen))
 
 
+def _few_shot_class(task: TaskSpec):
+    """What K-per-class sampling groups by: the label, or for a regression task the side of its
+    ``pseudo_classes_at`` score (LM-BFF's STS-B: below 2.5 or not; survey notes A15)."""
+    if task.pseudo_classes_at is None:
+        return lambda ex: ex.target
+    return lambda ex: float(ex.target) >= task.pseudo_classes_at
+
+
 def default_k(task: TaskSpec) -> int:
     """IPT/CrossFit K: 16 per class for classification-style tasks, 32 in total otherwise."""
     return sampling.K_PER_CLASS if task.k_rule == PER_CLASS else sampling.K_TOTAL
@@ -328,7 +336,7 @@ def build_examples(task: TaskSpec, seed: int, options: PrepareOptions = PrepareO
         if options.setting == "full":
             train, dev = sampling.full(pool, seed, options.max_train, options.max_dev)
         elif task.k_rule == PER_CLASS:
-            train, dev = sampling.fewshot_per_class(pool, k, seed, key=lambda ex: ex.target)
+            train, dev = sampling.fewshot_per_class(pool, k, seed, key=_few_shot_class(task))
         else:
             train, dev = sampling.fewshot_total(pool, k, seed)
         splits = {"train": train, "dev": dev, "test": render["test"]}

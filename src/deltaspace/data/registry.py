@@ -50,7 +50,8 @@ REQUIRED_SOURCE_KEYS = {"hub": ("id",), "tsv": ("train",), "jsonl": ("train",), 
                         "parquet": ("train",), "quickstart": ("corpus",)}
 
 TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "template", "alternatives",
-             "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt"}
+             "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt",
+             "pseudo_classes_at"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
 TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset"}
 PROMPT_KEYS = {"template", "label_words", "range"}
@@ -221,6 +222,7 @@ class TaskSpec:
     notes: str = ""
     defined_in: str = ""
     prompt: Prompt | None = None
+    pseudo_classes_at: float | None = None  # regression, k: per_class: targets below / at or above it
 
     @property
     def category(self) -> str:
@@ -262,6 +264,7 @@ class TaskSpec:
             "max_input_length": self.max_input_length, "max_target_length": self.max_target_length,
             "notes": self.notes, "defined_in": self.defined_in,
             "prompt": None if self.prompt is None else prompt_manifest(self.prompt),
+            "pseudo_classes_at": self.pseudo_classes_at,
         }
 
 
@@ -425,6 +428,14 @@ def _parse_task(name: str, node: Any, defaults: Mapping, file_where: str) -> Tas
     k_rule = merged.get("k", PER_CLASS if kind == CLASSIFICATION else TOTAL)
     if k_rule not in K_RULES:
         raise RegistryError(f"{where}: task {name!r}: k must be one of {', '.join(K_RULES)}, got {k_rule!r}")
+    threshold = merged.get("pseudo_classes_at")
+    if threshold is not None and (kind != REGRESSION or isinstance(threshold, bool)
+                                  or not isinstance(threshold, (int, float))):
+        raise RegistryError(f"{where}: task {name!r}: pseudo_classes_at (a number splitting the targets into two "
+                            f"few-shot classes) is for regression tasks, got {threshold!r} on a {kind} task")
+    if kind == REGRESSION and k_rule == PER_CLASS and threshold is None:
+        raise RegistryError(f"{where}: task {name!r}: a regression task samples K per class only with "
+                            "`pseudo_classes_at` (the score that splits it into two classes, e.g. 2.5 for STS-B)")
     verbalizers, from_hub = None, False
     raw_verb = merged.get("verbalizers")
     if kind == CLASSIFICATION:
@@ -456,7 +467,8 @@ def _parse_task(name: str, node: Any, defaults: Mapping, file_where: str) -> Tas
         papers=_str_list(merged.get("papers"), "papers", where),
         max_input_length=merged.get("max_input_length"), max_target_length=merged.get("max_target_length"),
         notes=str(merged.get("notes", "")).strip(), defined_in=where,
-        prompt=_parse_prompt(merged.get("prompt"), kind, verbalizers, where))
+        prompt=_parse_prompt(merged.get("prompt"), kind, verbalizers, where),
+        pseudo_classes_at=None if threshold is None else float(threshold))
 
 
 def _parse_members(node: Any, where: str, group: str = "") -> list[SplitMember]:
