@@ -58,9 +58,10 @@ def prepare(task, tmp_path, registry, backbone="tiny-bert"):
     return out
 
 
-def train(data, out, head, steps=12, method="lora"):
+def train(data, out, head, steps=12, method="lora", sets=("r=4",)):
     return main(["train", "--data", str(data), "--method", method, "--backbone", "tiny-bert", "--lr", "0.05",
-                 "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "4", "--seed", "7", "--set", "r=4",
+                 "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "4", "--seed", "7",
+                 *(a for kv in sets for a in ("--set", kv)),
                  "--out", str(out), "--no-progress", "--head", head, "--steps", str(steps)])
 
 
@@ -154,6 +155,35 @@ def test_classification_trains_through_the_label_words(tmp_path, toy_registry, h
     assert train(data, tmp_path / f"zero-{head}", head, steps=0) == 0
     zero = pd.read_parquet(tmp_path / f"zero-{head}" / "result.parquet").iloc[0]
     assert zero.best_step == 0 and 0 <= zero.test_metric <= 100
+
+
+def test_soft_prompt_slots_are_skipped_when_finding_the_mask(tmp_path, toy_registry):
+    """The survey's P+B+A composite: soft-prompt tokens go in front of the input, so the [MASK]
+    position is counted from the input's own tokens."""
+    data = prepare("toy-sentiment", tmp_path, toy_registry)
+    out = tmp_path / "pba"
+    assert train(data, out, "mlm-template", steps=8, method="prompt+bitfit+adapter",
+                 sets=("prompt.n=3", "adapter.r=4")) == 0
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve.loss.notna().all() and curve.loss.iloc[-1] < curve.loss.iloc[0]
+
+    bb = load_backbone("tiny-bert", mlm_head=True)
+    delta = build_delta("prompt", bb, n=3)
+    manifest = json.loads((data / "manifest.json").read_text())
+    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
+                     max_length=64)
+    from deltaspace.train.batching import collate
+
+    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
+    batch = collate(rows, bb.tokenizer.pad_token_id, "encoder")
+    theta = delta.init(0)
+    with delta.bound(theta):
+        logits = head.logits(batch)
+        inputs = delta.prepare_inputs({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        hidden = bb.model(**inputs).last_hidden_state
+    at = (batch["input_ids"] == head.mask_id).int().argmax(-1)
+    expected = head.module(hidden[torch.arange(4), 3 + at])[:, head.word_ids]
+    assert torch.allclose(logits, expected, atol=1e-5)
 
 
 def test_regression_interpolates_between_the_two_words(tmp_path, toy_registry):
