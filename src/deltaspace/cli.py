@@ -9,22 +9,38 @@ import argparse
 import importlib
 import sys
 
-# Modules with a `register(subparsers)` function, in the order `--help` lists them.
-COMMAND_MODULES = ("deltaspace.describe", "deltaspace.data.commands", "deltaspace.train.commands",
-                   "deltaspace.train.transfer", "deltaspace.efficiency", "deltaspace.subspace.commands",
-                   "deltaspace.tables.commands", "deltaspace.report.commands", "deltaspace.decomposition.commands")
+# The module registering each command (`register(subparsers)`), in the order `--help` lists them.
+# A run of one command imports only its module: a `tables` job need not load torch and seaborn.
+COMMANDS = {
+    "describe": "deltaspace.describe",
+    "tasks": "deltaspace.data.commands",
+    "prepare": "deltaspace.data.commands",
+    "train": "deltaspace.train.commands",
+    "task-transfer": "deltaspace.train.transfer",
+    "efficiency": "deltaspace.efficiency",
+    "fit-subspace": "deltaspace.subspace.commands",
+    "optimize-subspace": "deltaspace.subspace.commands",
+    "landscape": "deltaspace.subspace.commands",
+    "tables": "deltaspace.tables.commands",
+    "report": "deltaspace.report.commands",
+    "synthetic-mpc": "deltaspace.decomposition.commands",
+    "permille-parity": "deltaspace.decomposition.commands",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only the module of ``command`` when it names one."""
     parser = argparse.ArgumentParser(prog="deltaspace", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as err:
