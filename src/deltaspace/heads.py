@@ -272,15 +272,12 @@ def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = 
     give the task's ``prompt`` and ``max_length``, see :func:`task_head`)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEADS)}")
+    if head != "label" and backbone.kind != ENCODER:
+        raise ValueError(f"--head {head} is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
+                         "generates its labels as text (use the default --head label)")
     if head in MLM_HEADS:
-        if backbone.kind != ENCODER:
-            raise ValueError(f"--head {head} is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
-                             "generates its labels as text (use the default --head label)")
         return MLMHead(backbone, delta, verbalizers, regression, template=head == "mlm-template", **kwargs)
     if head == "classifier":
-        if backbone.kind != ENCODER:
-            raise ValueError(f"--head classifier is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
-                             "generates its labels as text (use the default --head label)")
         return ClassifierHead(backbone, delta, verbalizers, regression, **kwargs)
     from .deltas.classifier import MODULE
 

@@ -265,9 +265,10 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
 def _render_prompt(task: TaskSpec, record: Record) -> str:
     """The prompt template over the record's fields, with ``{mask}`` left in place for the head."""
     assert task.prompt is not None
-    if MASK.strip("{}") in record.data:
-        raise DataError(f"{record.where}: task {task.name!r}: a field named 'mask' clashes with the prompt's {MASK}")
-    fields = Record(record.where, record.idx, {**record.data, MASK.strip("{}"): MASK})
+    field = MASK.strip("{}")
+    if field in record.data:
+        raise DataError(f"{record.where}: task {task.name!r}: a field named {field!r} clashes with the prompt's {MASK}")
+    fields = Record(record.where, record.idx, {**record.data, field: MASK})
     return " ".join(_render(task.prompt.template, fields, task.name).split())
 
 
