@@ -279,8 +279,8 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
     if train_eval is not None:
         if train_eval < 1:
             raise ValueError(f"--train-eval must be at least 1, got {train_eval}")
-        train_metric = evaluate_rows(delta, head_of_task, theta, encode_rows(head_of_task, train_sample(split_rows(data, "train"), train_eval)),
-                                     data.metric, eval_batch_size)
+        sample = encode_rows(head_of_task, train_sample(split_rows(data, "train"), train_eval))
+        train_metric = evaluate_rows(delta, head_of_task, theta, sample, data.metric, eval_batch_size)
     save_theta(out, theta, delta, backbone_name)
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
     config = {"task": data.name, "data_sha256": data.manifest.get("content_sha256"), "method": method,
