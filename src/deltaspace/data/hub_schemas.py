@@ -378,10 +378,11 @@ def schema_problems(task: TaskSpec, schemas: SchemaFile | None = None) -> list[s
                 say(f"no recorded schema (not_covered in {schemas.path.name}: {reason})",
                     "establish the schema and record it, or prepare from another source")
             else:
+                configs = [str(c) for i, c in schemas.schemas if i == key[0]]
+                ids = _close(key[0], sorted({i for i, _ in schemas.schemas} - {key[0]}))
                 say(f"no recorded schema in {schemas.path.name}",
                     f"record (id, config) = ({key[0]}, {key[1]}) from its dataset card's dataset_info, "
-                    f"or fix the id/config (recorded configs of {key[0]}: "
-                    f"{', '.join(str(c) for i, c in schemas.schemas if i == key[0]) or 'none'})")
+                    f"or fix the id/config (recorded configs of {key[0]}: {', '.join(configs) or 'none'}{ids})")
             continue
         if not task.usable(source):
             continue  # template: null; the task prepares from a text-to-text source
