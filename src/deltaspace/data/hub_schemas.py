@@ -416,33 +416,33 @@ _INT_RANGES = {"int8": 127, "int16": 1000, "int32": 1000, "int64": 1000, "uint8"
                "uint32": 1000, "uint64": 1000}
 
 
-def _value(feature: Feature, rng: random.Random, row: int, width: int) -> Any:
+def _value(feature: Feature, rng: random.Random, row: int, width: int, uid: str) -> Any:
     if feature.kind == "class_label":
         return row % len(feature.names)  # every class seen once len(names) rows are made
     if feature.kind == "value":
         dtype = feature.dtype
         if dtype in ("string", "large_string"):
-            return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 6)))
+            return " ".join([rng.choice(_WORDS) for _ in range(rng.randint(1, 5))] + [uid])  # uid: no row repeats
         if dtype == "bool":
             return bool(row % 2)
         if dtype in _INT_RANGES:
             return rng.randint(0, _INT_RANGES[dtype])
         return round(rng.uniform(0.0, 5.0), 3)
     if feature.kind == "struct":
-        return {k: _value(v, rng, row, width) for k, v in feature.fields.items()}
+        return {k: _value(v, rng, row, width, uid) for k, v in feature.fields.items()}
     if feature.kind == "sequence" and feature.item.kind == "struct":  # datasets: a dict of lists
-        return {k: _value(Feature("sequence", item=v), rng, row, width) for k, v in feature.item.fields.items()}
-    return [_value(feature.item, rng, row + i, width) for i in range(width)]
+        return {k: _value(Feature("sequence", item=v), rng, row, width, uid) for k, v in feature.item.fields.items()}
+    return [_value(feature.item, rng, row + i, width, f"{uid}.{i}") for i in range(width)]
 
 
 def synthetic_rows(schema: HubSchema, split: str, n: int, seed: int = 0, width: int = 2) -> list[dict[str, Any]]:
     """``n`` rows that obey the schema's features, as ``datasets`` returns them: strings of a few
-    words, ints in range, every ClassLabel value seen (row i has value i mod the class count),
+    words ending in a token unique to the split, seed and row (so no two rows repeat), ints in range, every ClassLabel value seen (row i has value i mod the class count),
     sequences and lists of ``width`` items (a sequence of a struct as a dict of lists)."""
     if split not in schema.splits:
         raise KeyError(f"{schema.label}: no split {split!r}; splits: {', '.join(schema.splits)}")
     rng = random.Random(f"{schema.id}/{schema.config}/{split}/{seed}")
-    return [{k: _value(f, rng, i, width) for k, f in schema.features.items()} for i in range(n)]
+    return [{k: _value(f, rng, i, width, f"{split}{seed}n{i}") for k, f in schema.features.items()} for i in range(n)]
 
 
 def to_features(schema: HubSchema):
