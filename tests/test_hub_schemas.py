@@ -314,3 +314,20 @@ def test_the_module_imports_neither_torch_nor_datasets():
             "print(json.dumps(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_merging_schema_files_dedupes_by_pair_and_reports_conflicts():
+    entry = ("- id: {id}\n  config: {config}\n  card_config: default\n  from: card of {id}\n"
+             "  splits: {{train: {n}}}\n  features:\n    text: string\n    label: {{class_label: [a, b]}}\n")
+    base = "# header\ndatasets:\n" + entry.format(id="x/a", config="null", n=3) + \
+        "not_covered:\n- {id: x/c, config: null, reason: not found yet}\n"
+    other = "datasets:\n" + entry.format(id="x/a", config="null", n=3) + entry.format(id="x/b", config="cfg", n=5) + \
+        entry.format(id="x/c", config="null", n=7)
+    clash = "datasets:\n" + entry.format(id="x/a", config="null", n=4)
+    merged, conflicts = hs.merge_schema_texts(base, other, clash)
+    parsed = hs.parse_schema_file(merged)
+    assert merged.startswith("# header\ndatasets:\n")
+    assert list(parsed.schemas) == [("x/a", None), ("x/b", "cfg"), ("x/c", None)]
+    assert parsed.schemas[("x/a", None)].splits == {"train": 3} and parsed.not_covered == {}
+    assert len(conflicts) == 1 and "('x/a', None)" in conflicts[0]
+    assert hs.merge_schema_texts(merged)[0] == merged

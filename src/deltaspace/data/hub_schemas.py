@@ -469,3 +469,90 @@ def synthetic_dataset(schema: HubSchema, split: str, n: int, seed: int = 0):
 
     return datasets.Dataset.from_list(synthetic_rows(schema, split, n, seed), features=to_features(schema),
                                       split=datasets.NamedSplit(split))
+
+
+# --------------------------------------------------------------------------- merging files
+
+
+class _Flow(dict):
+    pass
+
+
+class _FlowList(list):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(), flow_style=True))
+_Dumper.add_representer(_FlowList, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def _flow(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Flow({k: _flow(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _FlowList(_flow(v) for v in value)
+    return value
+
+
+def _raw(text: str) -> dict[str, Any]:
+    return _strip_lines(yaml.load(text, Loader=_line_loader()) or {})  # noqa: S506 (a SafeLoader subclass)
+
+
+def merge_schema_texts(base: str, *others: str) -> tuple[str, list[str]]:
+    """``base`` with the entries of ``others`` added, deduplicated by (id, config); and one line per
+    conflict (a pair recorded in both with other splits or features: the base entry is kept). A
+    pair recorded anywhere leaves ``not_covered``. The text before ``datasets:`` (the header) is kept."""
+    for i, text in enumerate((base, *others)):
+        parse_schema_file(text, f"file {i}")  # every input is valid on its own
+    data = _raw(base)
+    entries = list(data.get("datasets") or [])
+    keys = {(e["id"], e["config"]): e for e in entries}
+    not_covered = {(e["id"], e["config"]): e for e in data.get("not_covered") or []}
+    conflicts = []
+    for text in others:
+        other = _raw(text)
+        for entry in other.get("datasets") or []:
+            key = (entry["id"], entry["config"])
+            if key not in keys:
+                keys[key] = entry
+                entries.append(entry)
+            elif (keys[key]["splits"], keys[key]["features"]) != (entry["splits"], entry["features"]):
+                conflicts.append(f"{key}: recorded twice with different splits or features; kept the first "
+                                 f"({keys[key]['from']}), not ({entry['from']})")
+        for entry in other.get("not_covered") or []:
+            not_covered.setdefault((entry["id"], entry["config"]), entry)
+    not_covered = [e for k, e in not_covered.items() if k not in keys]
+    header = base[:base.index("datasets:")] if "datasets:" in base else ""
+    body = yaml.dump({"datasets": [{**e, "splits": _flow(e["splits"]), "features": {
+        k: _flow(v) for k, v in e["features"].items()}} for e in entries]},
+        Dumper=_Dumper, sort_keys=False, width=115, allow_unicode=True)
+    body += "\n" + yaml.dump({"not_covered": not_covered}, Dumper=_Dumper, sort_keys=False, width=115,
+                             allow_unicode=True)
+    merged = header + body
+    parse_schema_file(merged, "merged")
+    return merged, conflicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deltaspace.data.hub_schemas merge FILE...``: merge schema files into the packaged one."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "merge":
+        print("usage: python -m deltaspace.data.hub_schemas merge FILE [FILE...]", file=sys.stderr)
+        return 2
+    merged, conflicts = merge_schema_texts(SCHEMA_FILE.read_text(encoding="utf-8"),
+                                           *(Path(p).read_text(encoding="utf-8") for p in args[1:]))
+    SCHEMA_FILE.write_text(merged, encoding="utf-8")
+    for line in conflicts:
+        print(f"conflict: {line}", file=sys.stderr)
+    print(f"{SCHEMA_FILE}: {len(parse_schema_file(merged).schemas)} recorded pairs")
+    return 1 if conflicts else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
