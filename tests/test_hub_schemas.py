@@ -87,8 +87,8 @@ def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]
         if leaf is not None and leaf.kind == "value":
             label_map = source.get("label_map") or {}
             raw = list(label_map) if label_map else list(range(len(task.verbalizers or ())))
-            if leaf.dtype == "string" and not label_map:
-                raw = list(task.verbalizers)
+            if leaf.dtype == "string":  # the mapped strings, and the verbalizers no mapping produces
+                raw = list(label_map) + [v for v in task.verbalizers if v not in label_map.values()]
             for i, row in enumerate(rows):
                 value = raw[i % len(raw)]
                 value = int(value) if leaf.dtype.startswith(("int", "uint")) else value
