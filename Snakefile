@@ -15,6 +15,11 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# A lock left by a Snakemake killed hard is removed if its owner no longer runs (src/deltaspace/locks.py).
+from deltaspace.locks import recover_for as _recover_stale_locks
+
+_recover_stale_locks(workflow)
+
 
 configfile: "config/config.yaml"
 
@@ -41,7 +46,7 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     backbone=NAME,
     task=NAME,
-    method="|".join(re.escape(m) for m in METHODS),
+    method="|".join(re.escape(m) for m in PLAN.methods),
     source=NAME,
     run=RUN_PATTERN,
     dseed=r"[0-9]+",
@@ -77,5 +82,5 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_tables(),
+        PLAN.all_tables(),
         REPORT,

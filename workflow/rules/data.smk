@@ -6,14 +6,13 @@
 
 rule prepare:
     output:
-        manifest=f"{R}/data/{{backbone}}/{{task}}/seed{{dseed}}/manifest.json",
-        splits=multiext(f"{R}/data/{{backbone}}/{{task}}/seed{{dseed}}/", "train.parquet", "dev.parquet", "test.parquet"),
+        **PLAN.outputs("prepare"),
     log:
-        f"{R}/logs/prepare/{{backbone}}/{{task}}/seed{{dseed}}.log",
+        PLAN.log("prepare"),
     params:
-        args=prepare_args,
-    threads: threads_of("prepare")
+        args=PLAN.prepare_args,
+    threads: PLAN.threads_of("prepare")
     resources:
-        **resources_of("prepare"),
+        **PLAN.resources_of("prepare"),
     shell:
-        "deltaspace prepare {params.args} > {log:q} 2>&1"
+        PLAN.shell("prepare")

@@ -7,20 +7,17 @@
 
 rule train_delta:
     input:
-        unpack(train_inputs),
+        unpack(PLAN.train_inputs),
     output:
-        result=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/result.parquet",
-        theta=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/theta.safetensors",
-        meta=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/theta.json",
-        curve=f"{R}/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}/curve.parquet",
+        **PLAN.outputs("train_delta"),
     log:
-        f"{R}/logs/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}.log",
+        PLAN.log("train_delta"),
     benchmark:
-        f"{R}/benchmarks/stage0/{{backbone}}/{{task}}/{{method}}/{{run}}.tsv"
+        PLAN.benchmark("train_delta")
     params:
-        args=train_args,
-    threads: threads_of("train", by_method=True)
+        args=PLAN.train_args,
+    threads: PLAN.threads_of("train", by_method=True)
     resources:
-        **resources_of("train", by_method=True),
+        **PLAN.resources_of("train", by_method=True),
     shell:
-        "deltaspace train {params.args} > {log:q} 2>&1"
+        PLAN.shell("train_delta")

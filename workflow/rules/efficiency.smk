@@ -7,13 +7,13 @@
 
 rule efficiency:
     output:
-        result=f"{R}/efficiency/{{backbone}}/{{method}}/result.parquet",
+        **PLAN.outputs("efficiency"),
     log:
-        f"{R}/logs/efficiency/{{backbone}}/{{method}}.log",
+        PLAN.log("efficiency"),
     params:
-        args=efficiency_args,
-    threads: threads_of("efficiency")
+        args=lambda wc, output: PLAN.efficiency_args(wc, output),
+    threads: PLAN.threads_of("efficiency")
     resources:
-        **resources_of("efficiency"),
+        **PLAN.resources_of("efficiency"),
     shell:
-        "deltaspace efficiency {params.args} > {log:q} 2>&1"
+        PLAN.shell("efficiency")

@@ -7,19 +7,19 @@
 
 rule landscape:
     input:
-        unpack(landscape_inputs),
+        unpack(PLAN.landscape_inputs),
     output:
-        grid=f"{R}/landscape/{{setting}}/y{{y}}/{{task}}/grid.parquet",
-        plot=report(f"{R}/landscape/{{setting}}/y{{y}}/{{task}}/landscape.png", caption="../report/landscape.rst",
-                    category="Landscapes", labels={"setting": "{setting}", "y": "{y}", "task": "{task}"}),
+        grid=PLAN.outputs("landscape")["grid"],
+        plot=report(PLAN.outputs("landscape")["plot"], caption="../report/landscape.rst", category="Landscapes",
+                    labels={"setting": "{setting}", "y": "{y}", "task": "{task}"}),
     log:
-        f"{R}/logs/landscape/{{setting}}/y{{y}}/{{task}}.log",
+        PLAN.log("landscape"),
     benchmark:
-        f"{R}/benchmarks/landscape/{{setting}}/y{{y}}/{{task}}.tsv"
+        PLAN.benchmark("landscape")
     params:
-        args=landscape_args,
-    threads: threads_of("landscape")
+        args=PLAN.landscape_args,
+    threads: PLAN.threads_of("landscape")
     resources:
-        **resources_of("landscape"),
+        **PLAN.resources_of("landscape"),
     shell:
-        "deltaspace landscape {params.args} > {log:q} 2>&1"
+        PLAN.shell("landscape")

@@ -5,21 +5,17 @@
 
 rule report:
     input:
-        tables=all_tables(),
-        landscapes=landscape_outputs(),
+        tables=PLAN.all_tables(),
+        landscapes=PLAN.landscape_outputs(),
         results=ALL_RESULTS,
     output:
         report(REPORT, caption="../report/report.rst", category="Report"),
     log:
-        f"{R}/logs/report.log",
+        PLAN.log("report"),
     params:
-        results=lambda wc: R,
-        tables=lambda wc, input: parent(input.tables[0]),
-        config=report_config_file(),
-        title=config.get("title") or f"deltaspace: {EXPERIMENT}",
-    threads: threads_of("report")
+        args=PLAN.report_args(report_config_file()),
+    threads: PLAN.threads_of("report")
     resources:
-        **resources_of("report"),
+        **PLAN.resources_of("report"),
     shell:
-        "deltaspace report --results {params.results:q} --tables {params.tables:q} --out {output:q}"
-        " --config {params.config:q} --title {params.title:q} > {log:q} 2>&1"
+        PLAN.shell("report")

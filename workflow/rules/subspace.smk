@@ -14,39 +14,35 @@
 
 rule fit_subspace:
     input:
-        unpack(fit_inputs),
+        unpack(PLAN.fit_inputs),
     output:
-        subspace=f"{R}/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}/subspace.safetensors",
-        meta=f"{R}/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}/subspace.json",
-        curve=f"{R}/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}/curve.parquet",
-        result=f"{R}/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}/result.parquet",
+        **PLAN.outputs("fit_subspace"),
     log:
-        f"{R}/logs/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}.log",
+        PLAN.log("fit_subspace"),
     benchmark:
-        f"{R}/benchmarks/subspace/{{setting}}/{{group}}/y{{y}}/{{run}}.tsv"
+        PLAN.benchmark("fit_subspace")
     params:
-        args=fit_args,
-    threads: threads_of("fit")
+        args=PLAN.fit_args,
+    threads: PLAN.threads_of("fit")
     resources:
-        **resources_of("fit"),
+        **PLAN.resources_of("fit"),
     shell:
-        "deltaspace fit-subspace {params.args} > {log:q} 2>&1"
+        PLAN.shell("fit_subspace")
 
 
 rule optimize_subspace:
     input:
-        unpack(optimize_inputs),
+        unpack(PLAN.optimize_inputs),
     output:
-        result=f"{R}/optimize/{{setting}}/y{{y}}/{{subset}}/{{task}}/{{method}}/{{run}}/result.parquet",
-        intrinsic=f"{R}/optimize/{{setting}}/y{{y}}/{{subset}}/{{task}}/{{method}}/{{run}}/intrinsic.safetensors",
+        **PLAN.outputs("optimize_subspace"),
     log:
-        f"{R}/logs/optimize/{{setting}}/y{{y}}/{{subset}}/{{task}}/{{method}}/{{run}}.log",
+        PLAN.log("optimize_subspace"),
     benchmark:
-        f"{R}/benchmarks/optimize/{{setting}}/y{{y}}/{{subset}}/{{task}}/{{method}}/{{run}}.tsv"
+        PLAN.benchmark("optimize_subspace")
     params:
-        args=optimize_args,
-    threads: threads_of("optimize", by_method=True)
+        args=PLAN.optimize_args,
+    threads: PLAN.threads_of("optimize", by_method=True)
     resources:
-        **resources_of("optimize", by_method=True),
+        **PLAN.resources_of("optimize", by_method=True),
     shell:
-        "deltaspace optimize-subspace {params.args} > {log:q} 2>&1"
+        PLAN.shell("optimize_subspace")

@@ -5,15 +5,15 @@
 
 rule synthetic_mpc:
     output:
-        result=f"{SYNTHETIC_MPC_DIR}/result.parquet",
-        plot=report(f"{SYNTHETIC_MPC_DIR}/synthetic-mpc.png", caption="../report/synthetic_mpc.rst",
+        result=PLAN.outputs("synthetic_mpc")["result"],
+        plot=report(PLAN.outputs("synthetic_mpc")["plot"], caption="../report/synthetic_mpc.rst",
                     category="Decomposition"),
     log:
-        f"{R}/logs/synthetic-mpc.log",
+        PLAN.log("synthetic_mpc"),
     params:
-        args=lambda wc, output: synthetic_mpc_args(output),
-    threads: threads_of("synthetic")
+        args=lambda wc, output: PLAN.synthetic_mpc_args(output),
+    threads: PLAN.threads_of("synthetic")
     resources:
-        **resources_of("synthetic"),
+        **PLAN.resources_of("synthetic"),
     shell:
-        "deltaspace synthetic-mpc {params.args} > {log:q} 2>&1"
+        PLAN.shell("synthetic_mpc")

@@ -7,22 +7,24 @@
 # a config stay in the folder and in the tables until their folders are deleted (docs/workflow.md).
 
 
+def _table_output(suffix, caption, label):
+    return report(f"{R}/tables/{{spec}}{suffix}", caption=caption, category="Tables", subcategory="{spec}",
+                  labels={"table": "{spec}", "file": label})
+
+
 rule tables:
     input:
         ALL_RESULTS,
     output:
-        report(f"{R}/tables/{{spec}}.csv", caption="../report/table.rst", category="Tables",
-               subcategory="{spec}", labels={"table": "{spec}", "file": "ours"}),
-        report(f"{R}/tables/{{spec}}.vs_paper.csv", caption="../report/table_vs_paper.rst", category="Tables",
-               subcategory="{spec}", labels={"table": "{spec}", "file": "ours vs paper"}),
-        multiext(f"{R}/tables/{{spec}}", ".parquet", ".md", ".tex", ".vs_paper.md"),
+        _table_output(".csv", "../report/table.rst", "ours"),
+        _table_output(".vs_paper.csv", "../report/table_vs_paper.rst", "ours vs paper"),
+        [f for f in PLAN.outputs("tables")["files"] if not f.endswith(".csv")],
     log:
-        f"{R}/logs/tables/{{spec}}.log",
+        PLAN.log("tables"),
     params:
-        results=RESULT_GLOBS,
-        out=lambda wc, output: parent(output[0]),
-    threads: threads_of("tables")
+        args=PLAN.tables_args,
+    threads: PLAN.threads_of("tables")
     resources:
-        **resources_of("tables"),
+        **PLAN.resources_of("tables"),
     shell:
-        "deltaspace tables --spec {wildcards.spec:q} --results {params.results} --out {params.out:q} > {log:q} 2>&1"
+        PLAN.shell("tables")

@@ -6,15 +6,15 @@
 
 rule task_transfer:
     input:
-        unpack(task_transfer_inputs),
+        unpack(PLAN.task_transfer_inputs),
     output:
-        result=f"{R}/task-transfer/{{backbone}}/{{method}}/{{source}}/{{task}}/result.parquet",
+        **PLAN.outputs("task_transfer"),
     log:
-        f"{R}/logs/task-transfer/{{backbone}}/{{method}}/{{source}}/{{task}}.log",
+        PLAN.log("task_transfer"),
     params:
-        args=task_transfer_args,
-    threads: threads_of("transfer")
+        args=PLAN.task_transfer_args,
+    threads: PLAN.threads_of("transfer")
     resources:
-        **resources_of("transfer"),
+        **PLAN.resources_of("transfer"),
     shell:
-        "deltaspace task-transfer {params.args} > {log:q} 2>&1"
+        PLAN.shell("task_transfer")

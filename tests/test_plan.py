@@ -1,0 +1,110 @@
+"""The plan (deltaspace.plan): the jobs a config runs, computed without Snakemake and without torch.
+
+The Snakefile's rules take their files, inputs, command lines and resources from the plan, and
+preflight checks the plan's jobs; the first test proves that both see the same DAG by comparing
+`Plan.jobs()` with what `snakemake -n -p` prints, job by job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deltaspace.plan import ConfigError, Plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(configfile: str) -> dict:
+    return yaml.safe_load((REPO / configfile).read_text())
+
+
+def snakemake_jobs(configfile: str) -> set[tuple]:
+    """(rule, outputs, command, threads, mem_mb, runtime, gpu) of every job `snakemake -n -p` prints."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "-p", "--cores", "64", "--configfile",
+                           configfile],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = set()
+    for block in re.split(r"\n\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n", proc.stdout)[1:]:
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)[1]
+        if rule == "all":
+            continue
+        outputs = frozenset(re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", "))
+        command = re.search(r"^Shell command: (.*) > \S+ 2>&1$", block, re.M)[1]
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        res = dict(kv.split("=", 1) for kv in re.search(r"^\s+resources: (.*)$", block, re.M)[1].split(", "))
+        jobs.add((rule, outputs, command, int(threads[1]) if threads else 1,
+                  int(res["mem_mb"]), int(res["runtime"]), int(res["gpu"])))
+    return jobs
+
+
+def plan_jobs(configfile: str) -> set[tuple]:
+    out = set()
+    for job in Plan(load(configfile), REPO).jobs(config_file=configfile):
+        files = frozenset(f for v in job.output.values() for f in (v if isinstance(v, list) else [v]))
+        out.add((job.rule, files, job.command, job.threads, job.resources["mem_mb"], job.resources["runtime"],
+                 job.resources["gpu"]))
+    return out
+
+
+@pytest.mark.parametrize("configfile", ["config/smoke.yaml", "config/paper/udt-single.yaml"])
+def test_plan_jobs_are_the_snakemake_dag(configfile, monkeypatch):
+    monkeypatch.chdir(REPO)
+    ours = plan_jobs(configfile)
+    theirs = {j for j in snakemake_jobs(configfile) if j[0] != "report"}  # report names the config's abs path
+    ours_report = [j for j in ours if j[0] == "report"]
+    assert len(ours_report) == 1
+    assert ours - set(ours_report) == theirs
+
+
+def test_plan_imports_neither_torch_nor_snakemake():
+    code = ("import sys, yaml; from deltaspace.plan import Plan; "
+            "Plan(yaml.safe_load(open('config/paper/udt-single.yaml')), '.').jobs(); "
+            "print(sorted(m for m in ('torch', 'snakemake', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_method_names_match_the_registry():
+    from deltaspace.deltas.registry import METHODS
+    from deltaspace.method_names import METHOD_NAMES
+
+    assert tuple(METHODS) == METHOD_NAMES
+
+
+def test_job_counts_per_rule():
+    jobs = Plan(load("config/smoke.yaml"), REPO).jobs()
+    counts = {}
+    for job in jobs:
+        counts[job.rule] = counts.get(job.rule, 0) + 1
+    assert counts == {"prepare": 4, "train_delta": 16, "fit_subspace": 4, "optimize_subspace": 13, "landscape": 1,
+                      "task_transfer": 2, "efficiency": 1, "synthetic_mpc": 1, "tables": 14, "report": 1}
+
+
+def test_a_task_trained_on_and_tested_in_one_subspace_is_refused():
+    config = load("config/smoke.yaml")
+    group = config["settings"]["single"]["groups"]["sentiment"]
+    train = group["train"] if isinstance(group["train"], list) else None
+    assert train, "the smoke config's single/sentiment group lists its training tasks"
+    group["test"] = list(group["test"]) + [train[0]]
+    with pytest.raises(ConfigError) as err:
+        Plan(config, REPO)
+    assert "settings.single.groups.sentiment.test" in str(err.value)
+    assert train[0] in str(err.value) and "leak" in str(err.value)
+
+
+def test_unknown_method_names_the_key_and_the_valid_names():
+    config = load("config/smoke.yaml")
+    config["methods"]["lorra"] = {}
+    with pytest.raises(ConfigError) as err:
+        Plan(config, REPO)
+    assert "methods.lorra" in str(err.value) and "did you mean lora" in str(err.value)
