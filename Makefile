@@ -26,11 +26,12 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 
-.PHONY: help setup test run slurm-profile dryrun-papers clean distclean
+.PHONY: help setup test run unlock slurm-profile dryrun-papers clean distclean
 
 help:
 	@echo "make run            venv + quickstart workflow end to end (tables, reports/index.html)"
 	@echo "make test           venv + pytest, offline, on every core (PYTEST_ARGS='-k lora -x' passes through; TEST_WORKERS=0: one process)"
+	@echo "make unlock         snakemake --unlock (a lock from another host; same-host stale locks go by themselves)"
 	@echo "make setup          create $(VENV) and install the project, its pins and offline assets"
 	@echo "make slurm-profile  install profiles/slurm as $(SLURM_PROFILE_DIR) (FORCE=1 overwrites)"
 	@echo "make dryrun-papers  snakemake -n for every config/paper/*.yaml"
@@ -53,11 +54,17 @@ test: setup
 	exit $$rc
 
 # The Snakefile's default configfile is the quickstart (config/config.yaml). Rules call the
-# `deltaspace` command, so the venv's bin goes first on PATH.
+# `deltaspace` command, so the venv's bin goes first on PATH. After a hard kill, `make run` again
+# resumes: the Snakefile removes a lock whose Snakemake no longer runs (docs/cluster.md).
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	@if [ -f $(REPORT) ]; then echo "Report: $(abspath $(REPORT))"; \
 	else echo "Done, but $(REPORT) is missing; reports here: $$(ls reports/*.html 2>/dev/null || echo none)" >&2; fi
+
+# Removes Snakemake's locks by hand: only needed for a lock held from another host (a shared file
+# system) whose Snakemake is known to be dead; a lock of this host is handled by `make run` itself.
+unlock: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/snakemake --unlock $(SNAKEMAKE_ARGS)
 
 slurm-profile:
 	@src=profiles/slurm; dest="$(SLURM_PROFILE_DIR)"; \

@@ -217,7 +217,8 @@ def test_crossfit_tsv_source_with_label_map(toys, tmp_path):
     folder = data / "toy-paws"
     folder.mkdir()
     for split in ("train", "dev", "test"):
-        (folder / f"toy-paws_16_13_{split}.tsv").write_text("sentence 1: a [SEP] sentence 2: b\t1\nx\t0\n")
+        other = "" if split != "test" else " (test)"  # a test row may not repeat a train or dev row
+        (folder / f"toy-paws_16_13_{split}.tsv").write_text(f"sentence 1: a{other} [SEP] sentence 2: b\t1\nx{other}\t0\n")
     manifest = prep(toys, "toy-paws", tmp_path / "out", seed=13)
     assert manifest["sizes"] == {"train": 2, "dev": 2, "test": 2} and manifest["source"]["type"] == "crossfit_tsv"
     assert [r["target"] for r in load_prepared(tmp_path / "out").rows("dev")] == ["duplicate", "not_duplicate"]

@@ -25,6 +25,7 @@ COMMANDS = {
     "report": "deltaspace.report.commands",
     "synthetic-mpc": "deltaspace.decomposition.commands",
     "permille-parity": "deltaspace.decomposition.commands",
+    "preflight": "deltaspace.preflight",
 }
 
 
@@ -46,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:
         # Bad input: one clear line, no traceback. Bugs (other exceptions) still show theirs.
         print(f"deltaspace {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        from .io import DISK_FULL
+
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"deltaspace {args.command}: error: {err.strerror}", file=sys.stderr)  # names the file
         return 2
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from deltaspace.data.prepare import SETTINGS, PrepareOptions, prepare_task
 from deltaspace.data.registry import load_registry
 from deltaspace.data.sampling import FULL_MAX_DEV, FULL_MAX_TRAIN
+from deltaspace.options import positive_int
 
 LIST_COLUMNS = ("task", "role", "group", "roles", "category", "kind", "metric", "k", "source", "tables")
 
@@ -48,12 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--setting", choices=SETTINGS, default="fewshot")
     prep.add_argument("--backbone", required=True, help="tokenizer of this backbone (deltaspace.backbones)")
     prep.add_argument("--out", required=True, help="output folder for train/dev/test.parquet and manifest.json")
-    prep.add_argument("--k", type=int, help="few-shot K (default: 16 per class, or 32 in total)")
-    prep.add_argument("--max-train", type=int, default=FULL_MAX_TRAIN, help="full setting: train cap")
-    prep.add_argument("--max-dev", type=int, default=FULL_MAX_DEV, help="full setting: dev cap")
-    prep.add_argument("--max-test", type=int, help="subsample the test split (fixed seed)")
-    prep.add_argument("--max-input-length", type=int, help="input token cap (default: the task's, else 512)")
-    prep.add_argument("--max-target-length", type=int, help="target token cap (default: the task's, else 64)")
+    prep.add_argument("--k", type=positive_int, help="few-shot K (default: 16 per class, or 32 in total)")
+    prep.add_argument("--max-train", type=positive_int, default=FULL_MAX_TRAIN, help="full setting: train cap")
+    prep.add_argument("--max-dev", type=positive_int, default=FULL_MAX_DEV, help="full setting: dev cap")
+    prep.add_argument("--max-test", type=positive_int, help="subsample the test split (fixed seed)")
+    prep.add_argument("--max-input-length", type=positive_int, help="input token cap (default: the task's, else 512)")
+    prep.add_argument("--max-target-length", type=positive_int, help="target token cap (default: the task's, else 64)")
     prep.add_argument("--source", help="prepare from this source type of the task (e.g. crossfit_tsv) "
                                        "instead of its first usable one")
     prep.add_argument("--data-dir", help="folder of file sources (CrossFit data/ for crossfit_tsv)")

@@ -57,64 +57,97 @@ class LoadedSource:
 # --------------------------------------------------------------------------- file readers
 
 
-def read_tsv(path: str | os.PathLike) -> list[Record]:
+def _lines(path: str | os.PathLike, encoding: str):
+    """``(lineno, line)`` of a text file; a byte that is not valid ``encoding`` is a
+    :class:`DataError` naming the file, line and column, and the ``encoding:`` option."""
+    lineno = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(_decode_message(path, lineno, raw, exc, encoding)) from None
+            except LookupError:
+                raise DataError(f"{path}: unknown encoding {encoding!r} (the source's `encoding:` option); "
+                                f"give a Python codec name such as utf-8 or latin-1") from None
+
+
+def _decode_message(path, lineno: int, raw: bytes, exc: UnicodeDecodeError, encoding: str) -> str:
+    return (f"{path}:{lineno}: not valid {encoding}: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line "
+            f"({exc.reason}); expected {encoding} text: convert the file, or set `encoding:` "
+            f"on the task's source (e.g. encoding: latin-1)")
+
+
+def read_tsv(path: str | os.PathLike, encoding: str = "utf-8") -> list[Record]:
     """CrossFit TSV: ``input<TAB>output[<TAB>output...]``, one example per line."""
     records = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2 or not fields[0].strip() or not any(o.strip() for o in fields[1:]):
-                raise DataError(f"{path}:{lineno}: expected 'input<TAB>output[<TAB>output...]' with a non-empty "
-                                f"input and output, got {len(fields)} field(s): {line[:80]!r}")
-            outputs = [o.strip() for o in fields[1:] if o.strip()]
-            records.append(Record(f"{path}:{lineno}", len(records), {"input": fields[0].strip(), "outputs": outputs}))
+    for lineno, line in _lines(path, encoding):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip() or not any(o.strip() for o in fields[1:]):
+            raise DataError(f"{path}:{lineno}: expected 'input<TAB>output[<TAB>output...]' with a non-empty "
+                            f"input and output, got {len(fields)} field(s): {line[:80]!r}")
+        outputs = [o.strip() for o in fields[1:] if o.strip()]
+        records.append(Record(f"{path}:{lineno}", len(records), {"input": fields[0].strip(), "outputs": outputs}))
     return records
 
 
-def read_jsonl(path: str | os.PathLike) -> list[Record]:
+def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8") -> list[Record]:
     """One JSON object per line; blank lines are allowed."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(data, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(data).__name__}")
-            records.append(Record(f"{path}:{lineno}", len(records), data))
+    for lineno, line in _lines(path, encoding):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno}); expected one JSON "
+                            f"object per line, got {line.strip()[:60]!r}") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(data).__name__}")
+        records.append(Record(f"{path}:{lineno}", len(records), data))
     return records
 
 
 def read_csv(path: str | os.PathLike, encoding: str = "utf-8", delimiter: str = ",") -> list[Record]:
     """A CSV file with a header row; a row with too many or too few fields is an error."""
     records = []
-    with open(path, encoding=encoding, newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}:1: empty file, expected a header row") from None
-        start = reader.line_num + 1
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                start = reader.line_num + 1
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
-                                f"got {len(row)}")
-            records.append(Record(f"{path}:{start}", len(records), dict(zip(header, row))))
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataError(f"{path}:1: empty file, expected a header row") from None
             start = reader.line_num + 1
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    start = reader.line_num + 1
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
+                                    f"got {len(row)}")
+                records.append(Record(f"{path}:{start}", len(records), dict(zip(header, row))))
+                start = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        # The csv module reads ahead, so find the offending line again from the raw bytes.
+        for _ in _lines(path, encoding):
+            pass
+        raise DataError(f"{path}: not valid {encoding} ({exc.reason}); expected {encoding} text: convert the "
+                        f"file, or set `encoding:` on the task's source (e.g. encoding: latin-1)") from None
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r} (the source's `encoding:` option); "
+                        f"give a Python codec name such as utf-8 or latin-1") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
     return records
 
 
-def read_parquet(path: str | os.PathLike) -> list[Record]:
-    """A Parquet file; rows are addressed as ``file#row``."""
+def read_parquet(path: str | os.PathLike, encoding: str | None = None) -> list[Record]:
+    """A Parquet file; rows are addressed as ``file#row`` (``encoding`` is ignored: Parquet
+    strings are UTF-8 by definition)."""
     import pyarrow.parquet as pq
 
     try:
@@ -180,6 +213,11 @@ def _load_hub(source: SourceSpec) -> LoadedSource:
 
 def _load_files(source: SourceSpec, data_dir: str | os.PathLike | None) -> LoadedSource:
     options = {k: source.get(k) for k in ("encoding", "delimiter") if source.get(k) is not None}
+    if "delimiter" in options and source.type != "csv":
+        raise DataError(f"{source.type} source {source.get('train')}: `delimiter` applies to csv sources only "
+                        f"(a {source.type} file has a fixed format)")
+    if source.type == "parquet":
+        options.pop("encoding", None)
     if not source.get("test") and not source.get("holdout"):
         raise DataError(f"{source.type} source {source.get('train')}: give a `test` file or a `holdout` fraction")
     splits = {"train": read_records(_resolve(source.get("train"), data_dir), source.type, **options)}
@@ -198,7 +236,8 @@ def _load_crossfit(task: TaskSpec, source: SourceSpec, data_dir, k: int, seed: i
     if data_dir is None:
         raise DataError(f"task {task.name!r}: the crossfit_tsv source needs --data-dir (the CrossFit data folder)")
     paths = crossfit_tsv_paths(task.name, k, seed, data_dir)
-    splits = {split: read_records(path, "tsv") for split, path in paths.items()}
+    options = {"encoding": source.get("encoding")} if source.get("encoding") else {}
+    splits = {split: read_records(path, "tsv", **options) for split, path in paths.items()}
     description = {**source.describe(), "files": {s: str(p) for s, p in paths.items()}}
     return LoadedSource(splits, description, presampled=True)
 

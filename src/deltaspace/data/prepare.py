@@ -347,7 +347,29 @@ def build_examples(task: TaskSpec, seed: int, options: PrepareOptions = PrepareO
             raise PrepareError(f"task {task.name!r}: split {split!r} is empty "
                                f"(source {source.type}: {len(render['train'])} train-pool and {len(render['test'])} "
                                f"test examples; setting {options.setting}, K={k})")
+    check_disjoint(task.name, splits)
     return splits, verbalizers, loaded.description
+
+
+def example_key(example: Example) -> str:
+    """The content hash that decides whether two examples are the same: input and target."""
+    return hashlib.sha256(json.dumps([example.input, example.target]).encode()).hexdigest()
+
+
+def check_disjoint(task: str, splits: Mapping[str, Sequence[Example]]) -> None:
+    """A test example may not also be a train or dev example (same input and target): the test
+    score would measure memory. One line names the task, the row and the split it repeats."""
+    seen: dict[str, tuple[str, Example]] = {}
+    for split in ("train", "dev"):
+        for example in splits.get(split, ()):
+            seen.setdefault(example_key(example), (split, example))
+    for example in splits.get("test", ()):
+        hit = seen.get(example_key(example))
+        if hit is not None:
+            raise PrepareError(f"task {task!r}: test example {example.idx} ({example.input[:60]!r} -> "
+                               f"{example.target!r}) is also {hit[0]} example {hit[1].idx}: expected the test "
+                               f"split to share no (input, target) with train or dev; remove the duplicate "
+                               f"from the source")
 
 
 # --------------------------------------------------------------------------- writing
@@ -512,10 +534,19 @@ def load_prepared(folder: str | os.PathLike, verify: bool = True) -> PreparedTas
     path = folder / MANIFEST
     if not path.is_file():
         raise PrepareError(f"{folder}: not a prepared task folder (no {MANIFEST}); run `deltaspace prepare`")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PrepareError(f"{path}: not valid JSON ({exc}); run `deltaspace prepare` again") from None
     tables = {}
     for split in SPLITS:
-        table = pq.read_table(folder / f"{split}.parquet")
+        split_path = folder / f"{split}.parquet"
+        if not split_path.is_file():
+            raise PrepareError(f"{split_path}: missing from the prepared task folder; run `deltaspace prepare` again")
+        try:
+            table = pq.read_table(split_path)
+        except (OSError, pa.ArrowException) as exc:
+            raise PrepareError(f"{split_path}: cannot read Parquet ({exc}); run `deltaspace prepare` again") from None
         if table.schema != SCHEMA:
             raise PrepareError(f"{folder / f'{split}.parquet'}: schema differs from the data contract:\n"
                                f"{table.schema}\nexpected:\n{SCHEMA}")

@@ -38,7 +38,7 @@ _COMMON_SOURCE_KEYS = {"label_map", "skip_labels"}
 _FILE_SOURCE_KEYS = {"train", "test", "holdout", "encoding", "delimiter"}
 SOURCE_KEYS: dict[str, set[str]] = {
     "hub": {"id", "config", "train", "test", "holdout", "revision", "data_files"},
-    "crossfit_tsv": set(),
+    "crossfit_tsv": {"encoding"},
     "tsv": _FILE_SOURCE_KEYS,
     "jsonl": _FILE_SOURCE_KEYS,
     "csv": _FILE_SOURCE_KEYS,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import positive_int
+
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
@@ -75,10 +77,10 @@ def register(subparsers) -> None:
                    help="the result rows' experiment column, which the table specs select (default decomposition; "
                         "the quickstart uses quickstart)")
     p.add_argument("--ranks", default="2,4,8,16", help="comma-separated ranks r")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (targets), 0..seeds-1")
+    p.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (targets), 0..seeds-1")
     p.add_argument("--n", type=int, default=64, help="rows of W (input dimension)")
     p.add_argument("--m", type=int, default=64, help="columns of W (output dimension)")
-    p.add_argument("--steps", type=int, default=500, help="Adam steps per fit")
+    p.add_argument("--steps", type=positive_int, default=500, help="Adam steps per fit")
     p.add_argument("--target-rank", type=int, default=None, help="rank of ∆W* (default min(n, m) / 2)")
     p.add_argument("--decay", type=float, default=0.85, help="spectrum of ∆W*: σ_i ∝ decay^i")
     p.add_argument("--mpc-weight", type=float, default=0.1, help="λ of the MPC regularizers")

@@ -352,7 +352,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     else:
         bx.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    from ..io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def run_and_write(cfg: StudyConfig, out: str | Path, experiment: str = "decomposition",

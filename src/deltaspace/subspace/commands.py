@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..deltas import METHODS
+from ..options import non_negative_float, positive_float, positive_int
 from ..train.commands import add_loop_arguments, loop_config
 from ..train.loop import Preempted
 from .stages import MODES, PROMPT_MODES
@@ -67,11 +68,11 @@ def register(subparsers) -> None:
     p.add_argument("--backbone", required=True)
     p.add_argument("--methods", required=True, help="comma-separated, e.g. adapter,prefix,lora")
     p.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="method option, e.g. lora.r=8")
-    p.add_argument("--y", type=int, required=True, help="intrinsic dimension (d_I in IPT)")
+    p.add_argument("--y", type=positive_int, required=True, help="intrinsic dimension (d_I in IPT)")
     p.add_argument("--train-data", nargs="*", default=[], help="prepared folders of the training tasks")
     p.add_argument("--stage0", nargs="*", help="stage-0 output folders (every LR/seed; the best on dev is used)")
-    p.add_argument("--recon-weight", type=float, default=10.0, help="reconstruction weight (10; IPT: 200)")
-    p.add_argument("--lr-vector", type=float, default=None, help="shared mode: learning rate of the task vectors")
+    p.add_argument("--recon-weight", type=non_negative_float, default=10.0, help="reconstruction weight (10; IPT: 200)")
+    p.add_argument("--lr-vector", type=positive_float, default=None, help="shared mode: learning rate of the task vectors")
     p.add_argument("--out", required=True)
     add_loop_arguments(p)
     p.set_defaults(func=_fit)
@@ -95,10 +96,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--lo", type=float, default=-4.0)
     p.add_argument("--hi", type=float, default=4.0)
-    p.add_argument("--step", type=float, default=0.4)
+    p.add_argument("--step", type=positive_float, default=0.4)
     p.add_argument("--split", choices=["dev", "test"], default="test")
-    p.add_argument("--max-examples", type=int, default=None)
-    p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--max-examples", type=positive_int, default=None)
+    p.add_argument("--eval-batch-size", type=positive_int, default=32)
     p.add_argument("--experiment", default="adhoc")
     p.add_argument("--setting", default="single")
     p.add_argument("--no-progress", action="store_true")

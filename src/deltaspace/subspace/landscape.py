@@ -136,7 +136,6 @@ def plot_landscape(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

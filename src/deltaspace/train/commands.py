@@ -6,31 +6,31 @@ import argparse
 
 from ..deltas import METHODS, UnknownMethodError, check_method_name
 from ..heads import HEADS
-from ..options import parse_sets
+from ..options import non_negative_float, non_negative_int, parse_sets, positive_float, positive_int
 from .loop import LoopConfig, Preempted
 
 
 def add_loop_arguments(p) -> None:
     """The loop settings every training-like command takes."""
     d = LoopConfig()
-    p.add_argument("--lr", type=float, required=True, help="learning rate")
+    p.add_argument("--lr", type=non_negative_float, required=True, help="learning rate (> 0; 0 only where nothing is trained: --steps 0, --mode random)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of θ's init, batch order and dropout ({d.seed})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps ({d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"training batch size ({d.batch_size})")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
+    p.add_argument("--steps", type=non_negative_int, default=d.steps, help=f"optimizer steps ({d.steps})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"training batch size ({d.batch_size})")
+    p.add_argument("--eval-every", type=positive_int, default=d.eval_every,
                    help=f"score dev every N steps and at the last one ({d.eval_every})")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every,
                    help=f"write checkpoint.pt every N steps ({d.checkpoint_every})")
     p.add_argument("--optimizer", choices=["adafactor", "adamw"], default=d.optimizer,
                    help=f"optimizer ({d.optimizer}: constant lr, as unified-dt)")
     p.add_argument("--schedule", choices=["constant", "linear"], default=d.schedule,
                    help=f"learning-rate schedule after warmup ({d.schedule})")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"linear warmup steps ({d.warmup_steps})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    p.add_argument("--warmup-steps", type=non_negative_int, default=d.warmup_steps, help=f"linear warmup steps ({d.warmup_steps})")
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
                    help=f"weight decay on the trained parameters ({d.weight_decay:g})")
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+    p.add_argument("--max-grad-norm", type=non_negative_float, default=d.max_grad_norm,
                    help=f"gradient clipping norm, 0 = none ({d.max_grad_norm:g})")
-    p.add_argument("--eval-batch-size", type=int, default=32, help="batch size for dev/test predictions (32)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=32, help="batch size for dev/test predictions (32)")
     p.add_argument("--experiment", default="adhoc", help="experiment name recorded in the results")
     p.add_argument("--setting", default="single", help="setting name recorded in the results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
@@ -96,9 +96,9 @@ def register(subparsers) -> None:
     add_loop_arguments(p)
     p.set_defaults(steps=None)  # None = not given, so --epochs can tell an explicit --steps apart
     g = p.add_argument_group("stage-0 options")
-    g.add_argument("--epochs", type=float, default=None, metavar="E",
+    g.add_argument("--epochs", type=positive_float, default=None, metavar="E",
                    help="train ceil(E * train rows / batch size) steps instead of --steps")
-    g.add_argument("--patience", type=int, default=None, metavar="P",
+    g.add_argument("--patience", type=positive_int, default=None, metavar="P",
                    help="early stopping: stop after P evaluations in a row without a new best dev score "
                         "(default: off)")
     g.add_argument("--head", choices=list(HEADS), default="label",

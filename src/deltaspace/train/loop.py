@@ -49,6 +49,8 @@ class LoopConfig:
             raise ValueError(f"schedule must be 'constant' or 'linear', got {self.schedule!r}")
         if self.steps < 0:
             raise ValueError(f"steps must be at least 0 (0: evaluate the starting point), got {self.steps}")
+        if not self.lr >= 0:  # NaN fails too; 0 is a zero-shot run (steps 0) or an untrained random subspace
+            raise ValueError(f"lr must be >= 0 (> 0 to train), got {self.lr}")
         for key in ("batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
@@ -74,8 +76,12 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(RuntimeError, ValueError):
+    """A non-finite loss: the run stops (the CLI prints one line) and keeps its last good checkpoint."""
+
+
+class CheckpointError(RuntimeError, ValueError):
+    """A checkpoint that cannot resume this run (another configuration, or unreadable)."""
 
 
 class Preempted(RuntimeError):
@@ -174,9 +180,13 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
     step, best_step, best_dev, best_snapshot, curve = 0, -1, -math.inf, {}, []
     stale, stopped_early = 0, False  # evaluations since the last new best; early stop reached
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        try:
+            state = torch.load(ckpt_path, weights_only=False)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise CheckpointError(f"{ckpt_path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); "
+                                  f"delete it to start over") from None
         if state["config"] != cfg.record():
-            raise RuntimeError(f"{ckpt_path} was written with a different configuration; delete it to start over")
+            raise CheckpointError(f"{ckpt_path} was written with a different configuration; delete it to start over")
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -189,12 +199,16 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
     else:
         window = {"loss": 0.0, "tokens": 0}
 
+    saved_step = step if ckpt_path.exists() else 0  # the step of the checkpoint on disk
+
     def save_checkpoint() -> None:
+        nonlocal saved_step
         state = {"config": cfg.record(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "stream": stream.state_dict(), "rng": _rng_state(),
                  "step": step, "best_step": best_step, "best_dev": best_dev, "best_snapshot": best_snapshot,
                  "curve": curve, "window": window, "stale": stale, "stopped_early": stopped_early}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+        saved_step = step
 
     stop = StopFlag()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
@@ -205,8 +219,11 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
             with autocast():
                 loss = objective.loss(batch)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; the last good checkpoint "
-                                       f"(step {step - step % cfg.checkpoint_every}) is kept in {ckpt_path}")
+                bar.close()
+                kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path}" if saved_step
+                        else "no checkpoint was written yet")
+                raise TrainingDiverged(f"{desc}: the loss is {loss.item()} at step {step + 1} (lr {cfg.lr:g}); "
+                                       f"{kept}; lower the learning rate or clip gradients (--max-grad-norm)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm:

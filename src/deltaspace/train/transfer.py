@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_parquet
+from ..options import positive_int
 from ..provenance import provenance
 
 
@@ -142,7 +143,7 @@ def register(subparsers) -> None:
                    help="stage-0 run folders of the source task (one grid); the best on dev is transferred")
     p.add_argument("--data", required=True, help="the target task's prepared folder; its test split is scored")
     p.add_argument("--out", required=True, help="output folder: result.parquet (stage task-transfer)")
-    p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=positive_int, default=32)
     p.add_argument("--experiment", default="adhoc", help="experiment name recorded in the results")
     p.add_argument("--no-progress", action="store_true", help="accepted like every job's flag; prints no bar")
     p.set_defaults(func=_run)
