@@ -217,9 +217,10 @@ def kill_at_random_step(argv: list[str], sig: int, wrapper: Path, rng: random.Ra
     return proc.returncode, target, "".join(log) + rest.decode(errors="replace")
 
 
-@pytest.mark.parametrize("sig", ["sigterm", "sigkill"])
-@pytest.mark.parametrize("name", ["train", "fit", "optimize"])
-def test_kill_at_a_random_step_then_rerun_equals_an_uninterrupted_run(pipe, name, sig):
+@pytest.mark.parametrize("probe", ["train-sigterm", "train-sigkill", "fit-sigterm", "fit-sigkill",
+                                   "optimize-sigterm", "optimize-sigkill"])
+def test_kill_at_a_random_step_then_rerun_equals_an_uninterrupted_run(pipe, probe):
+    name, sig = probe.split("-")
     rng = random.Random(f"{SEED}-{name}-{sig}")
     out = pipe["root"] / f"killed-{name}-{sig}"
     code, step, log = kill_at_random_step(command(name, pipe, out), getattr(signal, sig.upper()), pipe["wrapper"], rng)
@@ -293,6 +294,7 @@ def test_writers_atomic_every_writer_goes_through_atomic_write():
     assert not offenders, "write through deltaspace.io.atomic_write:\n" + "\n".join(offenders)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step()` has been overridden")
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(pipe, tmp_path, monkeypatch, capsys):
     import deltaspace.train.loop as loop
 
@@ -461,12 +463,238 @@ def test_lock_hook_runs_only_in_the_main_process_of_a_real_run():
     assert locks.recover_for(Job()) is None  # a Slurm or --mode subprocess job never touches the locks
 
 
+# ================================================================ bad input: one line naming file:line
+
+LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
+
+
+def _tsv(rows: list[tuple[str, str]]) -> bytes:
+    return b"".join(f"{i}\t{o}\n".encode() for i, o in rows)
+
+
+def _prepare(tmp_path: Path, source: str, files: dict[str, bytes], capsys, task: str = "toy-file",
+             template: str = "", k: int = 2) -> tuple[int, list[str], Path]:
+    data, tasks, out = tmp_path / "data", tmp_path / "tasks", tmp_path / "out"
+    for name, content in files.items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    tasks.mkdir(exist_ok=True)
+    (tasks / "toys.yaml").write_text(textwrap.dedent(f"""\
+        tasks:
+          {task}:
+            ontology: cls/sentiment analysis
+            kind: classification
+            metric: accuracy
+            verbalizers: [negative, positive]
+            source: {source}
+        """) + (f"    template: {template}\n" if template else ""), encoding="utf-8")
+    capsys.readouterr()
+    code = main(["prepare", "--task", task, "--seed", "1", "--backbone", "tiny-t5", "--k", str(k), "--out", str(out),
+                 "--tasks-dir", str(tasks), "--data-dir", str(data)])
+    return code, capsys.readouterr().err.strip().splitlines(), out
+
+
+def _sentiment(n: int, word: bytes = b"text", start: int = 0) -> bytes:
+    return b"".join(word + f" {i}\t{['negative', 'positive'][i % 2]}\n".encode() for i in range(start, start + n))
+
+
+def test_tsv_encoding_names_file_line_byte_and_the_option(tmp_path, capsys):
+    train = _sentiment(2) + LATIN1 + b" 2\tnegative\n" + _sentiment(17, start=3)
+    code, err, out = _prepare(tmp_path, "{type: tsv, train: train.tsv, test: test.tsv}",
+                              {"train.tsv": train, "test.tsv": _sentiment(6, b"test")}, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{tmp_path / 'data' / 'train.tsv'}:3: not valid utf-8: byte 0xe9" in err[0]
+    assert "set `encoding:` on the task's source" in err[0]
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_tsv_encoding_option_is_honoured(tmp_path, capsys):
+    code, err, out = _prepare(tmp_path, "{type: tsv, train: train.tsv, test: test.tsv, encoding: latin-1}",
+                              {"train.tsv": _sentiment(20, LATIN1), "test.tsv": _sentiment(6, b"test")}, capsys)
+    assert code == 0, err
+    from deltaspace.data.prepare import load_prepared
+
+    assert load_prepared(out).rows("train")[0]["input"].startswith("café")
+
+
+@pytest.mark.parametrize("probe", ["jsonl-encoding", "csv-encoding"])
+def test_encoding_of_jsonl_and_csv_names_file_and_line(tmp_path, probe):
+    from deltaspace.data.loaders import DataError, read_records
+
+    if probe == "jsonl-encoding":
+        path = tmp_path / "rows.jsonl"
+        path.write_bytes(b'{"text": "fine"}\n\n{"text": "' + LATIN1 + b'"}\n')
+        line = 3
+    else:
+        path = tmp_path / "rows.csv"
+        path.write_bytes(b"text,label\nfine,0\n" + LATIN1 + b",1\n")
+        line = 3
+    with pytest.raises(DataError) as info:
+        read_records(path)
+    assert f"{path}:{line}: not valid utf-8: byte 0xe9" in str(info.value)
+    assert read_records(path, encoding="latin-1")[-1].data["text"] == "café"
+
+
+def test_crossfit_encoding_names_the_line_then_honours_the_option(tmp_path, capsys):
+    files = {f"toy-cf/toy-cf_2_1_{split}.tsv": _sentiment(4, b"x" + split.encode()) for split in ("train", "dev")}
+    files["toy-cf/toy-cf_2_1_test.tsv"] = _sentiment(1, b"t") + LATIN1 + b"\tpositive\n"
+    code, err, _ = _prepare(tmp_path, "{type: crossfit_tsv}", files, capsys, task="toy-cf")
+    assert code == 2 and f"toy-cf_2_1_test.tsv:2: not valid utf-8: byte 0xe9" in err[0], err
+    code, err, _ = _prepare(tmp_path / "again", "{type: crossfit_tsv, encoding: latin-1}", files, capsys, task="toy-cf")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("probe, name, content, message", [
+    ("tsv-columns", "rows.tsv", b"good\tpositive\none field only\n",
+     r"rows.tsv:2: expected 'input<TAB>output\[<TAB>output...\]' with a non-empty input and output, got 1 field"),
+    ("csv-columns", "rows.csv", b"question,answer\nwho?,Ann\na,b,c\n", r"rows.csv:3: expected 2 fields \(question, answer\), got 3"),
+    ("jsonl-invalid", "rows.jsonl", b'{"text": "a"}\n{"text": oops}\n', r"rows.jsonl:2: invalid JSON: Expecting value"),
+    ("parquet-source-truncated", "rows.parquet", None, r"rows.parquet: cannot read Parquet"),
+])
+def test_malformed_data_file_names_file_and_line(tmp_path, probe, name, content, message):
+    from deltaspace.data.loaders import DataError, read_records
+
+    path = tmp_path / name
+    if content is None:
+        pd.DataFrame({"text": [f"row {i}" for i in range(1000)]}).to_parquet(path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_records(path)
+
+
+def test_missing_column_names_file_line_task_and_field(tmp_path, capsys):
+    rows = b"body,label\n" + b"".join(f"text {i},{i % 2}\n".encode() for i in range(20))
+    code, err, _ = _prepare(tmp_path, "{type: csv, train: train.csv, holdout: 0.25}", {"train.csv": rows}, capsys,
+                            task="toy-csv", template="{input: '{text}', label: label}")
+    assert code == 2 and len(err) == 1, err
+    assert f"train.csv:2: task 'toy-csv': template field 'text' is missing" in err[0]
+
+
+def test_test_overlap_names_the_task_and_the_row(tmp_path, capsys):
+    train = _sentiment(4)  # K=1 per class: every row is sampled (train 2, dev 2)
+    code, err, out = _prepare(tmp_path, "{type: tsv, train: train.tsv, test: test.tsv}",
+                              {"train.tsv": train, "test.tsv": _sentiment(3, b"test") + b"text 2\tnegative\n"},
+                              capsys, k=1)
+    assert code == 2 and len(err) == 1, err
+    assert "task 'toy-file': test example 3 ('text 2' -> 'negative') is also" in err[0]
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("probe, argv, message", [
+    ("cli-lr", ["train", "--lr", "-1"], "argument --lr: must be >= 0, got -1"),
+    ("cli-steps", ["train", "--lr", "0.1", "--steps", "-5"], "argument --steps: must be >= 0, got -5"),
+    ("cli-batch-size", ["train", "--lr", "0.1", "--batch-size", "0"], "argument --batch-size: must be > 0, got 0"),
+    ("cli-y", ["fit-subspace", "--y", "0"], "argument --y: must be > 0, got 0"),
+    ("cli-step", ["landscape", "--step", "0"], "argument --step: must be > 0, got 0"),
+    ("cli-k", ["prepare", "--k", "0"], "argument --k: must be > 0, got 0"),
+])
+def test_cli_option_out_of_range_is_a_usage_error(probe, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"deltaspace {argv[0]}: error: {message}" in err
+
+
+def test_prepared_missing_and_prepared_truncated_name_the_path(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    argv = lambda data: ["train", "--data", str(data), "--method", "lora", "--backbone", "tiny-bert", "--lr", "0.1",  # noqa: E731
+                         "--steps", "2", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv(missing)) == 2
+    assert str(missing) in capsys.readouterr().err
+    data = write_prepared(tmp_path / "data", "tiny-bert")
+    train = data / "train.parquet"
+    train.write_bytes(train.read_bytes()[:200])
+    assert main(argv(data)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{train}: cannot read Parquet" in err[0], err
+    assert not (tmp_path / "run" / "result.parquet").exists()
+
+
+def test_results_missing_and_results_truncated_name_the_path(tmp_path, capsys):
+    assert main(["tables", "--results", f"{tmp_path}/nope/**/result.parquet", "--paper", "quickstart",
+                 "--out", str(tmp_path / "tables")]) == 2
+    assert f"no result files match {tmp_path}/nope/**/result.parquet" in capsys.readouterr().err
+    assert main(["report", "--results", str(tmp_path / "nope"), "--tables", str(tmp_path / "tables"),
+                 "--out", str(tmp_path / "r.html")]) == 2
+    assert f"{tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    result = tmp_path / "results" / "run" / "result.parquet"
+    result.parent.mkdir(parents=True)
+    pd.DataFrame({"task": ["t"] * 500, "dev_metric": 1.0, "test_metric": 2.0}).to_parquet(result)
+    result.write_bytes(result.read_bytes()[:120])
+    assert main(["tables", "--results", f"{tmp_path}/results/**/result.parquet", "--paper", "quickstart",
+                 "--out", str(tmp_path / "tables")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read result file {result}" in err
+    assert not (tmp_path / "tables").exists() or not list((tmp_path / "tables").iterdir())
+
+
+def test_checkpoint_truncated_names_the_file(pipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = command("train", pipe, out)
+    assert main([*argv, "--stop-after-step", "6"]) == 143
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{checkpoint}: cannot read the checkpoint" in err[0] and "delete it" in err[0], err
+
+
+def _config_errors(config: dict) -> list[str]:
+    """The Snakefile's check (workflow/rules/schema.smk): every violation, one line each, with its key path."""
+    from deltaspace.plan import schema_errors
+
+    return schema_errors(config, REPO / "workflow/schemas/config.schema.yaml")
+
+
+def _smoke() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "config/smoke.yaml").read_text(encoding="utf-8"))
+
+
+def test_config_shipped_configs_pass_the_positive_checks():
+    import yaml
+
+    for path in [REPO / "config/config.yaml", REPO / "config/smoke.yaml", *sorted((REPO / "config/paper").glob("*.yaml"))]:
+        assert _config_errors(yaml.safe_load(path.read_text(encoding="utf-8"))) == [], path
+
+
+def test_config_lr_negative_names_the_key_path():
+    config = _smoke()
+    config["stage0"]["grid"] = {"lr": [0.003, -0.1, "-1e-3"]}
+    errors = _config_errors(config)
+    assert any(e.strip().startswith("stage0.grid.lr[1]: -0.1 is less than the minimum of 0") for e in errors), errors
+    assert any(e.strip().startswith("stage0.grid.lr[2]: '-1e-3' does not match") for e in errors), errors
+    assert len(errors) == 2
+
+
+def test_config_landscape_step_zero_names_the_key_path():
+    config = _smoke()
+    config["landscape"][0]["step"] = 0
+    assert [e.strip() for e in _config_errors(config)] == ["landscape[0].step: 0 is less than or equal to the minimum of 0"]
+
+
+def test_config_positive_values_name_their_key_paths():
+    config = _smoke()
+    setting = next(iter(config["settings"]))
+    config["stage0"]["loop"] = {**config["stage0"].get("loop", {}), "epochs": 0, "weight_decay": -1, "batch_size": 0}
+    config["settings"][setting]["lr_vector"] = 0
+    config["settings"][setting]["y"] = 0
+    paths = {e.strip().split(":")[0] for e in _config_errors(config)}
+    assert {"stage0.loop.epochs", "stage0.loop.weight_decay", "stage0.loop.batch_size",
+            f"settings.{setting}.lr_vector", f"settings.{setting}.y"} <= paths, paths
+
+
 # ================================================================ the whole workflow, killed
 
 WORKFLOW_CONFIG = REPO / "tests/configs/faults.yaml"
 
 
-def _snakemake(cwd: Path, results: Path, **popen) -> list[str]:
+def _snakemake(cwd: Path, results: Path) -> list[str]:
     return [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", "--configfile", str(WORKFLOW_CONFIG),
             "--config", f"results={results}", f"report={results}/report.html", "--directory", str(cwd)]
 
@@ -482,11 +710,12 @@ def test_workflow_sigkill_then_rerun_redoes_no_finished_job(tmp_path):
         pytest.skip("no tests/configs/faults.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    work = tmp_path / "work"
-    for name in ("Snakefile", "workflow", "config", "src", "profiles"):
-        os.symlink(REPO / name, work / name) if work.exists() else (work.mkdir(), os.symlink(REPO / name, work / name))
+    work = tmp_path / "work"  # its own .snakemake (locks, metadata), the repository's workflow
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "config", "src", "profiles", "tests"):
+        os.symlink(REPO / name, work / name)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run = subprocess.run([*_snakemake(work, whole)], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(_snakemake(work, whole), cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     rng = random.Random(SEED)
     delay = rng.uniform(8, 25)

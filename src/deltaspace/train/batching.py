@@ -42,8 +42,19 @@ def load_task_data(path: str | Path) -> TaskData:
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{path}: not a prepared task folder (no manifest.json); run `deltaspace prepare`")
-    manifest = json.loads(manifest_path.read_text())
-    splits = {s: pd.read_parquet(path / f"{s}.parquet") for s in SPLITS}
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{manifest_path}: not valid JSON ({exc}); run `deltaspace prepare` again") from None
+    splits = {}
+    for s in SPLITS:
+        split_path = path / f"{s}.parquet"
+        if not split_path.is_file():
+            raise FileNotFoundError(f"{split_path}: missing from the prepared task folder; run `deltaspace prepare` again")
+        try:
+            splits[s] = pd.read_parquet(split_path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{split_path}: cannot read Parquet ({exc}); run `deltaspace prepare` again") from None
     for split, df in splits.items():
         if df.empty:
             raise ValueError(f"{path / f'{split}.parquet'}: the {split} split of task {manifest['task']!r} is empty")
