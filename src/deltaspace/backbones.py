@@ -245,6 +245,7 @@ def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_i
         if config_only:
             with torch.device("meta"):
                 model = cls.from_config(config)
+                _untie_lm_head(model, spec)
             tokenizer = None
         else:
             torch.manual_seed(seed)
@@ -260,6 +261,22 @@ def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_i
     if mlm_head:
         model, head = _split_mlm_head(model)
     return Backbone(name=name, spec=spec, model=model, tokenizer=tokenizer, config=config, mlm_head=head)
+
+
+def _untie_lm_head(model: nn.Module, spec: BackboneSpec) -> None:
+    """Give a config-only T5 v1.1 (LM-adapted) its own LM head, as its checkpoint has.
+
+    transformers 5's ``T5Config`` always ties the head to the input embeddings (it reads
+    ``tie_word_embeddings=False`` only as "do not scale the decoder output"); ``from_pretrained``
+    unties them again when the checkpoint holds two different matrices, which v1.1 checkpoints do.
+    Without this, a config-only ``t5-lm-base`` counted 222,903,552 parameters instead of the
+    checkpoint's 247,577,856, the denominator of the survey's tuned shares (Tables 3, 9).
+    """
+    if spec.config.get("tie_word_embeddings") is not False:
+        return
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and embeddings is not None and head.weight is embeddings.weight:
+        head.weight = nn.Parameter(torch.empty_like(head.weight), requires_grad=False)
 
 
 def _load_config(spec: BackboneSpec):

@@ -24,6 +24,7 @@ class FamilyTargets:
     all_linear: str  # LoRA targets="all", PA, DoRA, SAM-PARSER...: Q, K, V, attention output, FFN up and down
     ffn_out: str  # PAdapter (Pfeiffer): the output projection of every FFN sub-layer only
     key_value_ffn_up: str  # (IA)³, SSL, SSB: key, value and the FFN up-projection
+    cross_attention: str = r"(?!)"  # prefix tuning's cross=True: the decoder's cross-attention (none on encoders)
 
 
 _BERT_LIKE = FamilyTargets(
@@ -49,6 +50,7 @@ TARGETS: dict[str, FamilyTargets] = {
         ffn_out=r".*\.DenseReluDense\.wo",
         # the gated FFN (T5 v1.1) has two up-projections; the linear branch wi_1 is the one to scale
         key_value_ffn_up=r".*\.((SelfAttention|EncDecAttention)\.(k|v)|DenseReluDense\.(wi|wi_1))",
+        cross_attention=r".*\.EncDecAttention",
     ),
     "bart": FamilyTargets(
         query_value=r".*\.(self_attn|encoder_attn)\.(q_proj|v_proj)",
@@ -59,6 +61,7 @@ TARGETS: dict[str, FamilyTargets] = {
         all_linear=r".*\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|layers\.\d+\.(fc1|fc2))",
         ffn_out=r".*\.layers\.\d+\.fc2",
         key_value_ffn_up=r".*\.((self_attn|encoder_attn)\.(k_proj|v_proj)|layers\.\d+\.fc1)",
+        cross_attention=r".*\.encoder_attn",
     ),
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,
