@@ -179,3 +179,18 @@ def test_figure12_scores_tasks_with_appendix_a4_metrics_and_table3_keeps_crossfi
     assert {t: canonical_metric(registry.metric_for(t, table3["paper"])) for t in ("rotten_tomatoes", "sick")} \
         == {"rotten_tomatoes": "classification_f1", "sick": "classification_f1"}
     assert cfg["experiment"] != table3["experiment"]
+
+
+# ---------------------------------------------------------------- survey Table 6(a)
+
+
+def test_table6a_adapter_and_bitfit_shares_on_t5_base():
+    # Printed: A 0.89%, B 0.09%. Bottleneck 48 (reduction 16) was 1.98% of the original T5-base.
+    cfg = _config("survey-combination-t5")
+    backbone = cfg["backbone"]
+    total = load_backbone(backbone, config_only=True).num_parameters
+    adapter = delta_size("adapter", backbone, **cfg["methods"]["adapter"])
+    assert round(100 * adapter / total, 2) == 0.89
+    assert round(100 * delta_size("bitfit", backbone) / total, 2) == 0.09
+    composite = {k.split(".", 1)[1]: v for k, v in cfg["methods"]["prompt+bitfit+adapter"].items() if k.startswith("adapter.")}
+    assert composite == cfg["methods"]["adapter"]  # the composites carry the same adapter
