@@ -36,6 +36,7 @@ TABLE_SUFFIXES = (".parquet", ".csv", ".md", ".tex", ".vs_paper.csv", ".vs_paper
 LOOP_FLAGS = {  # config key -> command-line flag of the training-like commands
     "steps": "--steps",
     "batch_size": "--batch-size",
+    "micro_batch_size": "--micro-batch-size",
     "eval_every": "--eval-every",
     "checkpoint_every": "--checkpoint-every",
     "optimizer": "--optimizer",
@@ -973,7 +974,7 @@ class Plan:
 
     def report_args(self, config_file: str) -> str:
         title = self.config.get("title") or f"deltaspace: {self.experiment}"
-        return (f"--results {q(self.R)} --tables {q(parent(self.all_tables()[0]))} --out {q(self.report)}"
+        return (f"--results {q(self.R)} --tables {q(self.R + '/tables')} --out {q(self.report)}"
                 f" --config {q(config_file)} --title {q(title)}")
 
     # ----------------------------------------------------------------------- the jobs

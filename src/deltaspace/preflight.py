@@ -61,6 +61,7 @@ class Estimate:
     host_gb: float = 0.0
     steps: int = 0
     flops: float = 0.0
+    micro_fit: int = 0  # a loop.micro_batch_size that would fit the job in its GPUs (0: none does)
 
 
 @dataclass
@@ -268,14 +269,21 @@ class Checker:
         theta = max(self.theta_size(key, m) for m in methods)
         full = any(plan.method_of.get(m, m) in FULL_PARAMETER_METHODS for m in methods)
         trained = shape["params"] if full else theta
-        act = self._activations(shape, bs, s_in, s_out)
+        micro = min(int(loop.get("micro_batch_size") or bs), bs)
+        act = self._activations(shape, micro, s_in, s_out)
         state_gb = (BYTES * shape["params"] + 4 * BYTES * trained + act) / 1e9
         steps = self._steps(loop, bs, wc.get("task"))
         per_example = self._forward_flops(shape, s_in, s_out)
         train_flops = steps * bs * per_example * (3 if full else 2) * len(methods)
         evals = math.ceil(steps / max(int(loop.get("eval_every", DEFAULT_LOOP["eval_every"])), 1))
         flops = train_flops + evals * DEV_ROWS * per_example * len(methods)
-        return self._memory(job, shape, state_gb, steps=steps, flops=flops)
+        est = self._memory(job, shape, state_gb, steps=steps, flops=flops)
+        if job.resources["gpu"]:  # the largest micro-batch (a power of two) that would fit one GPU
+            fixed = est.device_gb - act / 1e9
+            est.micro_fit = next((m for m in (2 ** i for i in range(int(math.log2(max(bs, 1))), -1, -1))
+                                  if m < micro and fixed + self._activations(shape, m, s_in, s_out) / 1e9
+                                  <= GPU_MEMORY_GB * job.resources["gpu"]), 0)
+        return est
 
     @staticmethod
     def _memory(job: Job, shape: dict, state_gb: float, **counts) -> Estimate:
@@ -322,9 +330,12 @@ class Checker:
             problems.append(f"{family}.mem_mb: {label}: declares {res['mem_mb']} MB, needs about "
                             f"{est.host_gb * 1000:.0f} MB ({'weights on the host' if res['gpu'] else 'the whole job'})"
                             f" (fix: raise mem_mb{_by_method_hint(job)})")
-        if res["gpu"] and est.device_gb > GPU_MEMORY_GB * res["gpu"]:
+        if res["gpu"] and est.device_gb > GPU_MEMORY_GB * res["gpu"] and job.rule != "efficiency":
+            # (an efficiency job measures memory: a batch size that runs out of it is a result, "oom")
+            fix = (f"loop.micro_batch_size: {est.micro_fit} keeps the batch and fits" if est.micro_fit else
+                   "even one row does not fit: a smaller max_input_length or a smaller backbone")
             problems.append(f"{family}.gpu: {label}: needs about {est.device_gb:.0f} GB of GPU memory, more than "
-                            f"{res['gpu']} x {GPU_MEMORY_GB:.0f} GB (fix: a smaller batch_size or max_input_length)")
+                            f"{res['gpu']} x {GPU_MEMORY_GB:.0f} GB (fix: {fix})")
         seconds = runtime_seconds(est, res["gpu"], job.threads, "A100")
         if seconds and res["runtime"] * 60 < RUNTIME_MARGIN * seconds:
             where = f"{res['gpu']} A100 GPU(s)" if res["gpu"] else f"{job.threads} CPU thread(s)"

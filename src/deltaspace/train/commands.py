@@ -17,6 +17,9 @@ def add_loop_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of θ's init, batch order and dropout ({d.seed})")
     p.add_argument("--steps", type=non_negative_int, default=d.steps, help=f"optimizer steps ({d.steps})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"training batch size ({d.batch_size})")
+    p.add_argument("--micro-batch-size", type=positive_int, default=None, metavar="N",
+                   help="forward and backward N rows at a time, accumulating the batch's gradient (default: "
+                        "the whole batch); for batches that do not fit in device memory")
     p.add_argument("--eval-every", type=positive_int, default=d.eval_every,
                    help=f"score dev every N steps and at the last one ({d.eval_every})")
     p.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every,
@@ -47,7 +50,8 @@ def loop_config(args) -> LoopConfig:
                       schedule=args.schedule, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                       max_grad_norm=args.max_grad_norm, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      patience=getattr(args, "patience", None))  # only `deltaspace train` has --patience
+                      patience=getattr(args, "patience", None),  # only `deltaspace train` has --patience
+                      micro_batch_size=args.micro_batch_size)
 
 
 def method_name(text: str) -> str:

@@ -41,6 +41,7 @@ class LoopConfig:
     checkpoint_every: int = 100
     seed: int = 42
     patience: int | None = None  # stop after this many evaluations without a new best dev score
+    micro_batch_size: int | None = None  # forward/backward this many rows at a time (gradient accumulation)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adafactor", "adamw"):
@@ -54,6 +55,9 @@ class LoopConfig:
         for key in ("batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be at least 1 (or unset: the whole batch at once), "
+                             f"got {self.micro_batch_size}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1 evaluation (or unset: no early stopping), "
                              f"got {self.patience}")
@@ -62,8 +66,9 @@ class LoopConfig:
         """The settings as a dict for checkpoints and config hashes. Optional settings left unset
         are omitted, so adding one does not change the hash of runs that do not use it."""
         settings = asdict(self)
-        if settings["patience"] is None:
-            del settings["patience"]
+        for key in ("patience", "micro_batch_size"):
+            if settings[key] is None:
+                del settings[key]
         return settings
 
 
@@ -160,6 +165,35 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def backward(objective: Objective, batch: dict, micro_batch_size: int | None) -> torch.Tensor:
+    """The batch's loss, with its gradient accumulated into the parameters.
+
+    With ``micro_batch_size`` smaller than the batch, the rows go through forward and backward that
+    many at a time (gradient accumulation: a batch that does not fit in device memory still trains
+    at its batch size); each chunk's mean loss is weighted by its share of the rows, so the gradient
+    is the batch's up to how target tokens spread over the chunks. A non-finite chunk loss is
+    returned at once, before its backward.
+    """
+    rows = len(next(iter(batch.values())))
+    if not micro_batch_size or micro_batch_size >= rows:
+        with autocast():
+            loss = objective.loss(batch)
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+    total = 0.0
+    for start in range(0, rows, micro_batch_size):
+        chunk = {k: v[start:start + micro_batch_size] for k, v in batch.items()}
+        with autocast():
+            loss = objective.loss(chunk)
+        if not torch.isfinite(loss):
+            return loss.detach()
+        share = len(chunk["input_ids"]) / rows
+        (loss * share).backward()
+        total += loss.item() * share
+    return torch.tensor(total)
+
+
 def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path, *, tokens_per_batch=None,
              progress: bool = True, stop_after: int | None = None, desc: str = "train") -> LoopOutcome:
     """Train ``objective`` for ``cfg.steps`` steps (fewer if ``cfg.patience`` stops it early),
@@ -216,16 +250,14 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
     with stop.installed():
         while step < cfg.steps and not stopped_early:
             batch = {k: v.to(device()) for k, v in next(stream).items()}
-            with autocast():
-                loss = objective.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss = backward(objective, batch, cfg.micro_batch_size)
             if not torch.isfinite(loss):
                 bar.close()
                 kept = (f"the last good checkpoint (step {saved_step}) is kept in {ckpt_path}" if saved_step
                         else "no checkpoint was written yet")
                 raise TrainingDiverged(f"{desc}: the loss is {loss.item()} at step {step + 1} (lr {cfg.lr:g}); "
                                        f"{kept}; lower the learning rate or clip gradients (--max-grad-norm)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
