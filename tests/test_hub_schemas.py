@@ -94,6 +94,10 @@ def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]
                 value = int(value) if leaf.dtype.startswith(("int", "uint")) else value
                 value = bool(value) if leaf.dtype == "bool" else value
                 _set(row, tpl.label, str(value) if leaf.dtype == "string" else value)
+    if task.kind == CLASSIFICATION and tpl.label and source.get("label_vote") == "majority":
+        # random synthetic votes mostly tie (a tie drops the row): let each row's votes agree, cycling the classes
+        for i, row in enumerate(rows):
+            _set(row, tpl.label, i % len(task.verbalizers or (0, 1)))
     if task.kind == GENERATION and tpl.answer:
         leaf = hs.feature_at(schema.features, tpl.answer)
         n_choices = len(tpl.choices) if isinstance(tpl.choices, tuple) else 2  # lists have 2 items

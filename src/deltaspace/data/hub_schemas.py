@@ -298,6 +298,9 @@ def template_fields(task: TaskSpec) -> list[tuple[str, str]]:
         out += [("choices", c) for c in (tpl.choices if isinstance(tpl.choices, tuple) else (tpl.choices,))]
     if tpl.answer:
         out.append(("answer", tpl.answer))
+    if tpl.shuffle:  # the fields it orders are the dataset's; the ones it adds are not
+        out += [("shuffle", f) for f in tpl.shuffle["fields"]]
+        out = [(k, p) for k, p in out if p.split(".")[0] not in tpl.derived_fields]
     return list(dict.fromkeys(out))
 
 

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from deltaspace.data import sampling
 from deltaspace.data.loaders import DataError, LoadedSource, Record, load_source
-from deltaspace.data.registry import (CLASSIFICATION, GENERATION, MASK, PER_CLASS, Registry, TaskSpec, Template,
-                                      prompt_manifest)
+from deltaspace.data.registry import (CLASSIFICATION, GENERATION, MASK, PER_CLASS, SHUFFLED, SHUFFLED_GOLD,
+                                      TEXT_TO_TEXT_SOURCES, Registry, TaskSpec, Template, prompt_manifest)
 from deltaspace.io import atomic_write
 
 SPLITS = ("train", "dev", "test")
@@ -94,8 +94,23 @@ class PrepareOptions:
 # --------------------------------------------------------------------------- templates
 
 
+def _join(value: Any) -> str:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"`:join` needs a list, got {type(value).__name__}")
+    return " ".join(str(v) for v in value)
+
+
+# Format specs that transform a field (chained left to right with `|`: `{example:nospace|lower}`).
+TEXT_FILTERS = {
+    "join": _join,  # a list joined with spaces (CrossFit's " ".join(tokens))
+    "lower": lambda v: str(v).lower(),
+    "nospace": lambda v: str(v).replace(" ", ""),  # CrossFit's .replace(" ", "")
+}
+
+
 class _RecordFormatter(string.Formatter):
-    """``str.format`` over a record: dotted paths into nested fields, ``:options`` for choices."""
+    """``str.format`` over a record: dotted paths into nested fields, ``:options`` for choices,
+    ``:join``/``:lower``/``:nospace`` (chained with ``|``) for text filters."""
 
     def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
         return resolve(kwargs, field_name), field_name
@@ -103,6 +118,11 @@ class _RecordFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> str:
         if format_spec == "options":
             return format_options(value)
+        filters = format_spec.split("|") if format_spec else []
+        if filters and all(f in TEXT_FILTERS for f in filters):
+            for name in filters:
+                value = TEXT_FILTERS[name](value)
+            return str(value)
         if isinstance(value, (list, tuple)):
             return ", ".join(str(v) for v in value)
         return super().format_field(value, format_spec)
@@ -116,9 +136,15 @@ class _MissingField(KeyError):
 
 
 def resolve(data: Any, path: str) -> Any:
-    """A dotted path into nested dicts; a list on the way maps the rest of the path over it."""
+    """A dotted path into nested dicts; a list on the way maps the rest of the path over it, or,
+    where the part is a number, is indexed by it (``shuffled.0``)."""
     value = data
     for i, part in enumerate(path.split(".")):
+        if isinstance(value, (list, tuple)) and part.isdigit():
+            if int(part) >= len(value):
+                raise _MissingField(path)
+            value = value[int(part)]
+            continue
         if isinstance(value, (list, tuple)):
             return [resolve(item, ".".join(path.split(".")[i:])) for item in value]
         if not isinstance(value, Mapping) or part not in value:
@@ -197,6 +223,14 @@ def _references(task: TaskSpec, record: Record) -> list[str]:
     return [options[_answer_index(answer, options, tpl, record.where)].strip()]
 
 
+def majority(votes: Sequence[Any]) -> Any:
+    """The most common vote; None for no votes or a tie for first (CrossFit's ``utils.get_majority``)."""
+    rank = Counter(votes).most_common()
+    if not rank or (len(rank) > 1 and rank[0][1] == rank[1][1]):
+        return None
+    return rank[0][0]
+
+
 @dataclass(frozen=True)
 class _LabelRules:
     task: str
@@ -204,11 +238,21 @@ class _LabelRules:
     verbalizers: tuple[str, ...]
     label_map: Mapping[str, Any]
     skip: frozenset[str]
+    vote: str | None = None  # "majority": a list of votes gives its most common value, a tie skips the row
+    bins: tuple[Mapping[str, Any], ...] = ()  # {below: x, label: L} / {above: x, label: L}; in no bin: skipped
 
     def index(self, raw: Any, where: str) -> int | None:
         """Verbalizer index of a raw label; None when the label is configured to be skipped."""
+        if self.vote == "majority" and isinstance(raw, (list, tuple)):
+            raw = majority(raw)
+            if raw is None:
+                return None
         if isinstance(raw, (list, tuple)) and raw:  # e.g. KILT's list of gold outputs: the first is the label
             raw = raw[0]
+        if self.bins:
+            raw = self._bin(raw, where)
+            if raw is None:
+                return None
         if str(raw) in self.skip:
             return None
         value = self.label_map.get(str(raw), raw) if self.label_map else raw
@@ -224,19 +268,75 @@ class _LabelRules:
                          f"verbalizers {list(self.verbalizers)}"
                          + (f" (after label_map: {value!r})" if self.label_map and value != raw else ""))
 
+    def _bin(self, raw: Any, where: str) -> Any:
+        """The label of the first bin a number falls in (strict ``<``/``>`` on the value as read)."""
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise LabelError(f"task {self.task!r}, split {self.split!r}, {where}: label {raw!r} is not a number; "
+                             f"`label_bins` needs a numeric label field")
+        for b in self.bins:
+            if ("below" in b and raw < b["below"]) or ("above" in b and raw > b["above"]):
+                return b["label"]
+        return None
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, list, tuple, Mapping)) and len(value) == 0)
+
+
+def _shuffled(shuffle: Mapping[str, Any], rng: Any, record: Record, task: str) -> Record:
+    """The record with ``shuffled`` (the shuffle's fields in this row's drawn order) and
+    ``shuffled_gold`` (the position of the first field). ``rng`` runs across a split's rows in
+    order, as CrossFit's ``np.random.seed(seed)`` before its loop: ``coin`` keeps the order when
+    ``random() > 0.5`` (one draw per row), ``permute`` is ``np.random.shuffle`` of the values."""
+    values = []
+    for path in shuffle["fields"]:
+        try:
+            values.append(resolve(record.data, path))
+        except _MissingField:
+            raise DataError(f"{record.where}: task {task!r}: shuffle field {path!r} is missing; "
+                            f"the row has fields {', '.join(record.data)}") from None
+    order = list(range(len(values)))
+    if shuffle["draw"] == "coin":
+        if not rng.random_sample() > 0.5:
+            order.reverse()
+    else:
+        rng.shuffle(order)
+    data = {**record.data, SHUFFLED: [values[i] for i in order], SHUFFLED_GOLD: order.index(0)}
+    return Record(record.where, record.idx, data)
+
 
 def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalizers: tuple[str, ...] | None,
                 label_map: Mapping[str, Any] | None = None, skip_labels: Sequence[Any] = (),
-                task_prefix: bool = False) -> list[Example]:
-    """Render records into examples with the task's template (or as CrossFit TSV lines)."""
+                task_prefix: bool = False, *, skip_empty: Sequence[str] = (), label_vote: str | None = None,
+                label_bins: Sequence[Mapping[str, Any]] = (), text_to_text_source: bool = False) -> list[Example]:
+    """Render records into examples with the task's template (or as CrossFit TSV lines).
+
+    ``skip_empty`` drops rows whose named fields are empty, before anything else (so a dropped row
+    takes no draw of the template's ``shuffle``); ``label_vote``/``label_bins`` are the source's
+    label rules (see :class:`_LabelRules`). ``text_to_text_source``: the records are CrossFit-style
+    input/output lines (a crossfit_tsv or tsv source), used as they are even when the task has a
+    template for its other sources."""
+    import numpy as np
+
     rules = None
     if task.kind == CLASSIFICATION:
         assert verbalizers is not None
         rules = _LabelRules(task.name, split, verbalizers, {str(k): v for k, v in (label_map or {}).items()},
-                            frozenset(str(s) for s in skip_labels))
+                            frozenset(str(s) for s in skip_labels), label_vote, tuple(label_bins or ()))
+    shuffle = task.template.shuffle if task.template is not None else None
+    rng = np.random.RandomState(shuffle["seed"]) if shuffle else None
     examples = []
     for record in records:
-        text_to_text = "outputs" in record.data and task.template is None
+        text_to_text = "outputs" in record.data and (task.template is None or text_to_text_source)
+        if skip_empty and not text_to_text:
+            try:
+                if any(_is_empty(resolve(record.data, f)) for f in skip_empty):
+                    continue
+            except _MissingField as exc:
+                raise DataError(f"{record.where}: task {task.name!r}: skip_empty field {exc.args[0]!r} is missing; "
+                                f"the row has fields {', '.join(record.data)}") from None
+        if shuffle and not text_to_text:
+            record = _shuffled(shuffle, rng, record, task.name)
         if text_to_text:
             text, refs = record.data["input"], list(record.data["outputs"])
         else:
@@ -326,7 +426,10 @@ def build_examples(task: TaskSpec, seed: int, options: PrepareOptions = PrepareO
     loaded = load_source(task, source, data_dir=options.data_dir, k=k, seed=seed)
     verbalizers = _verbalizers(task, loaded)
     render = {split: to_examples(task, records, split, verbalizers, source.get("label_map"),
-                                 source.get("skip_labels") or (), options.task_prefix)
+                                 source.get("skip_labels") or (), options.task_prefix,
+                                 skip_empty=source.get("skip_empty") or (), label_vote=source.get("label_vote"),
+                                 label_bins=source.get("label_bins") or (),
+                                 text_to_text_source=source.type in TEXT_TO_TEXT_SOURCES)
               for split, records in loaded.splits.items()}
     if loaded.holdout:
         render["train"], render["test"] = sampling.holdout_split(render["train"], loaded.holdout, HOLDOUT_SEED)

@@ -34,7 +34,7 @@ K_RULES = (PER_CLASS, TOTAL)
 VERBALIZERS_FROM_HUB = "hub"
 
 # Source types and the keys each accepts (beyond `type`); required keys first in REQUIRED.
-_COMMON_SOURCE_KEYS = {"label_map", "skip_labels"}
+_COMMON_SOURCE_KEYS = {"label_map", "skip_labels", "skip_empty", "label_vote", "label_bins"}
 _FILE_SOURCE_KEYS = {"train", "test", "holdout", "encoding", "delimiter"}
 SOURCE_KEYS: dict[str, set[str]] = {
     "hub": {"id", "config", "train", "test", "holdout", "revision", "data_files"},
@@ -53,7 +53,11 @@ TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "templa
              "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt",
              "pseudo_classes_at"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
-TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset"}
+TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle"}
+SHUFFLE_KEYS = {"fields", "seed", "draw"}
+SHUFFLE_DRAWS = ("coin", "permute")  # coin: two fields, kept in order when random() > 0.5; permute: np shuffle
+SHUFFLED, SHUFFLED_GOLD = "shuffled", "shuffled_gold"  # the record fields a `shuffle` adds
+LABEL_VOTES = ("majority",)
 PROMPT_KEYS = {"template", "label_words", "range"}
 MASK = "{mask}"  # where a prompt template puts the masked-LM's [MASK]
 REGRESSION_WORDS = ("low", "high")  # a regression prompt's two label words: the ends of its range
@@ -174,10 +178,16 @@ class Template:
     """How one record becomes (input, target text): Python format strings over record fields.
 
     Fields are dotted paths (``answers.text``); a path through a list maps over its elements.
-    ``{field:options}`` renders a list as ``(A) x (B) y``. Classification names the ``label``
+    ``{field:options}`` renders a list as ``(A) x (B) y``; ``{field:join}`` joins a list with
+    spaces, ``:lower`` lower-cases, ``:nospace`` removes spaces (chained: ``{f:nospace|lower}``); a
+    digit path part indexes a list (``{shuffled.0}``). Classification names the ``label``
     field (mapped through the verbalizers); generation gives a ``target`` format, or ``choices``
     (a list field, or a list of fields) plus ``answer`` (the index field: an int, a letter, or a
     digit string; ``answer_offset`` is subtracted, e.g. 1 for 1-based answers).
+    ``shuffle`` (``{fields: [...], seed: S, draw: coin|permute}``) puts the named fields' values in a
+    seeded random order per row, as CrossFit's builders do with ``np.random.seed(S)`` once per
+    split: the record gains ``shuffled`` (the values in that order) and ``shuffled_gold`` (where the
+    first field's value went).
     """
 
     input: str
@@ -186,6 +196,12 @@ class Template:
     choices: str | tuple[str, ...] | None = None
     answer: str | None = None
     answer_offset: int = 0
+    shuffle: Mapping[str, Any] | None = None
+
+    @property
+    def derived_fields(self) -> tuple[str, ...]:
+        """Record fields the template adds itself (not the dataset's)."""
+        return (SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ()
 
 
 @dataclass(frozen=True)
@@ -335,8 +351,47 @@ def _parse_source(node: Any, where: str) -> SourceSpec:
     holdout = node.get("holdout")
     if holdout is not None and not (isinstance(holdout, float) and 0 < holdout < 1):
         raise RegistryError(f"{where}: `holdout` must be a fraction in (0, 1), got {holdout!r}")
+    skip_empty = node.get("skip_empty")
+    if skip_empty is not None:
+        _str_list(skip_empty, "skip_empty", where)
+    vote = node.get("label_vote")
+    if vote is not None and vote not in LABEL_VOTES:
+        raise RegistryError(f"{where}: `label_vote` must be one of {', '.join(LABEL_VOTES)}, got {vote!r}")
+    bins = node.get("label_bins")
+    if bins is not None:
+        def is_bin(b: Any) -> bool:
+            if not (isinstance(b, Mapping) and set(b) in ({"below", "label"}, {"above", "label"})):
+                return False
+            bound = b.get("below", b.get("above"))
+            return isinstance(bound, (int, float)) and not isinstance(bound, bool)
+
+        if not (isinstance(bins, list) and bins and all(is_bin(b) for b in bins)):
+            raise RegistryError(f"{where}: `label_bins` must be a list of {{below: x, label: L}} / "
+                                f"{{above: x, label: L}} (a row in no bin is skipped), got {bins!r}")
     options = {k: v for k, v in node.items() if k != "type"}
     return SourceSpec(stype, MappingProxyType(options))
+
+
+def _parse_shuffle(node: Any, where: str) -> dict[str, Any] | None:
+    if node is None:
+        return None
+    if not isinstance(node, Mapping):
+        raise RegistryError(f"{where}: template `shuffle` must be a mapping with keys "
+                            f"{', '.join(sorted(SHUFFLE_KEYS))}")
+    _check_keys(node, SHUFFLE_KEYS, "template shuffle", where)
+    fields = _str_list(node.get("fields"), "shuffle.fields", where)
+    seed, draw = node.get("seed"), node.get("draw", "permute")
+    if len(fields) < 2:
+        raise RegistryError(f"{where}: template shuffle needs at least two `fields`, got {list(fields)}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise RegistryError(f"{where}: template shuffle needs an integer `seed` (the builder's np.random.seed), "
+                            f"got {seed!r}")
+    if draw not in SHUFFLE_DRAWS:
+        raise RegistryError(f"{where}: template shuffle `draw` must be one of {', '.join(SHUFFLE_DRAWS)}, "
+                            f"got {draw!r}")
+    if draw == "coin" and len(fields) != 2:
+        raise RegistryError(f"{where}: template shuffle `draw: coin` orders exactly two fields, got {list(fields)}")
+    return {"fields": list(fields), "seed": seed, "draw": draw}
 
 
 def _parse_template(node: Any, kind: str, where: str) -> Template | None:
@@ -350,7 +405,8 @@ def _parse_template(node: Any, kind: str, where: str) -> Template | None:
     if isinstance(choices, list):
         choices = tuple(choices)
     tpl = Template(input=node["input"], target=node.get("target"), label=node.get("label"), choices=choices,
-                   answer=node.get("answer"), answer_offset=int(node.get("answer_offset", 0)))
+                   answer=node.get("answer"), answer_offset=int(node.get("answer_offset", 0)),
+                   shuffle=_parse_shuffle(node.get("shuffle"), where))
     if kind == CLASSIFICATION and not tpl.label:
         raise RegistryError(f"{where}: a classification template needs `label` (the gold label field)")
     if kind != CLASSIFICATION and tpl.label:
