@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 
-.PHONY: help setup test run unlock slurm-profile dryrun-papers clean distclean
+.PHONY: help setup test run unlock preflight slurm-profile dryrun-papers clean distclean
 
 help:
 	@echo "make run            venv + quickstart workflow end to end (tables, reports/index.html)"
@@ -34,6 +34,7 @@ help:
 	@echo "make unlock         snakemake --unlock (a lock from another host; same-host stale locks go by themselves)"
 	@echo "make setup          create $(VENV) and install the project, its pins and offline assets"
 	@echo "make slurm-profile  install profiles/slurm as $(SLURM_PROFILE_DIR) (FORCE=1 overwrites)"
+	@echo "make preflight      check every job of the quickstart and every config/paper/*.yaml before running (offline)"
 	@echo "make dryrun-papers  snakemake -n for every config/paper/*.yaml"
 	@echo "make clean          remove results/, reports/ and .snakemake/ (keeps $(VENV))"
 	@echo "make distclean      clean, and remove $(VENV) too"
@@ -77,6 +78,12 @@ slurm-profile:
 	  mkdir -p "$$(dirname "$$dest")" && cp -r "$$src" "$$dest" && \
 	  echo "installed $$src as $$dest: 'snakemake --profile slurm' now uses it (edit it for your site; docs/cluster.md)"; \
 	fi
+
+# Every job of every config checked before a cluster runs it: sources, hub fields, backbones,
+# metrics, declared memory/runtime/GPU against estimates; prints each plan (docs/workflow.md).
+PREFLIGHT_CONFIGS ?= config/config.yaml config/smoke.yaml $(sort $(wildcard config/paper/*.yaml))
+preflight: setup
+	@$(OFFLINE) $(BIN)/deltaspace preflight --configfile $(PREFLIGHT_CONFIGS)
 
 dryrun-papers: setup
 	@shopt -s nullglob; cfgs=(config/paper/*.yaml); \
