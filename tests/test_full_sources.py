@@ -32,12 +32,10 @@ FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer
 # Tasks of those configs still without a full-data source, and why (their registry notes say so too).
 NOT_COVERED = {
     "hotpot_qa": "context = sentences of the paragraphs whose title is a supporting fact",
-    "quarel": "answer cut out of the question text between (A) and (B)",
     "acronym_identification": "acronym and long form cut out of the tokens by BIO tags",
     "proto_qa": "CrossFit reads a GitHub JSONL whose answers.raw mapping keys are the references",
     "freebase_qa": "answers flattened from Parses.Answers[].AnswersName[][] into a sorted set",
     "wiki_bio": "infobox zipped into 'a: b [n]' pairs, test = 1% of val",
-    "math_qa": "options string split at commas and sliced by character offsets",
 }
 
 
@@ -358,6 +356,92 @@ def test_qa_srl_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
     assert got[0][0] == "question: Who _ _ ate something _ ? context: The validation man 0 ate an apple ."
 
 
+# --------------------------------------------------------------------------- quarel, math_qa (template extract)
+
+
+def test_quarel_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
+    features = datasets.Features({
+        "id": datasets.Value("string"), "answer_index": datasets.Value("int32"),
+        "logical_forms": datasets.Sequence(datasets.Value("string")), "logical_form_pretty": datasets.Value("string"),
+        "world_literals": datasets.Sequence({"world1": datasets.Value("string"), "world2": datasets.Value("string")}),
+        "question": datasets.Value("string")})
+    stems = ["Mike rolls a ball {i} on carpet and on tile. Where does it go farther? (A) carpet {i} or (B) tile {i}",
+             "A car {i} is faster than a bike. Which takes longer? (A) the car {i} (B) the bike {i}",
+             "Jo{i} sees that ice is smoother than a rug for sliding. (A) rug for (B) ice {i} or "]
+
+    def split_rows(split, n):
+        return {"id": [f"{split}{i}" for i in range(n)], "answer_index": [i % 2 for i in range(n)],
+                "logical_forms": [[] for _ in range(n)], "logical_form_pretty": [""] * n,
+                "world_literals": [{"world1": [], "world2": []} for _ in range(n)],
+                "question": [stems[i % 3].format(i=f"{split}{i}") for i in range(n)]}
+
+    def crossfit(rows):  # tasks/quarel.py get_answer_string
+        lines = []
+        for dp in rows:
+            q, st1, st2 = dp["question"], dp["question"].find("(A)"), dp["question"].find("(B)")
+            answer = q[st1 + 4: st2] if dp["answer_index"] == 0 else q[st2 + 4:]
+            if answer.endswith("or "):
+                answer = answer[:-3]
+            lines.append((q, answer.strip()))
+        return lines
+
+    hub = Hub("community-datasets/quarel", None, features,
+              {"train": split_rows("train", 12), "validation": split_rows("validation", 6), "test": split_rows("test", 2)})
+    _, _, rows = prepare_full("quarel", hub, tmp_path, monkeypatch, tokenizer, max_dev=2)
+    expected = [(norm(i), o) for i, o in crossfit(hub.rows("validation"))]
+    assert rows["test"] == expected
+    assert sorted(rows["train"] + rows["dev"]) == sorted((norm(i), o) for i, o in crossfit(hub.rows("train")))
+    assert [o for _, o in expected[:4]] == ["carpet validation0", "the bike validation1", "rug f", "tile validation3"]
+
+
+def test_math_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
+    features = datasets.Features({k: datasets.Value("string") for k in (
+        "Problem", "Rationale", "options", "correct", "annotated_formula", "linear_formula", "category")})
+    options = ["a ) 38 , b ) 27.675 , c ) 30 , d ) data inadequate , e ) 28",
+               "a ) rs . 1,200 , b ) rs . 1,500 , c ) rs . 2,000 , d ) 400 , e ) none",  # commas inside options
+               "a ) 5 , b ) 6 , c ) 7 , d ) 8 , e ) 9 , f ) 10",
+               "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"]
+    letters = ["b", "c", "e", "a"]
+
+    def split_rows(split, n):
+        return {"Problem": [f"{split} problem {i} : what is x ?" for i in range(n)], "Rationale": [""] * n,
+                "options": [options[i % 4] for i in range(n)], "correct": [letters[(i + i // 4) % 4] for i in range(n)],
+                "annotated_formula": [""] * n, "linear_formula": [""] * n, "category": ["general"] * n}
+
+    def crossfit(rows):  # tasks/math_qa.py process_line; `answer` stays from the previous row if unset (never here)
+        lines = []
+        for dp in rows:
+            opts = dp["options"].split(",")
+            cut = [opts[0][4:-1], opts[1][5:-1], opts[2][5:-1], opts[3][5:-1], opts[4][5:]]
+            choices = "".join(f" ({'ABCDE'[k]}) {c}" for k, c in enumerate(cut))
+            answer = cut["abcde".index(dp["correct"])]
+            if answer:
+                lines.append((dp["Problem"] + choices, answer.strip()))
+        return lines
+
+    hub = Hub("allenai/math_qa", None, features,
+              {"train": split_rows("train", 16), "validation": split_rows("validation", 8), "test": split_rows("test", 2)})
+    _, _, rows = prepare_full("math_qa", hub, tmp_path, monkeypatch, tokenizer, max_dev=2)
+    expected = [(norm(i), o) for i, o in crossfit(hub.rows("validation"))]
+    assert rows["test"] == expected
+    assert sorted(rows["train"] + rows["dev"]) == sorted((norm(i), o) for i, o in crossfit(hub.rows("train")))
+    # CrossFit's comma split cuts "a ) rs . 1,200 , b ) ..." into "a ) rs . 1" ([4:-1]: "rs . ") and "200 "
+    # ([5:-1]: "") ...
+    assert expected[1] == ("validation problem 1 : what is x ? (A) rs . (B) (C) rs . (D) (E) rs . 2", "rs .")
+    assert len(rows["train"] + rows["dev"]) == 15  # ... and train row 13, whose answer (B) is such an empty cut, is dropped
+
+
+def test_extract_needs_a_matching_example():
+    from deltaspace.data.registry import _parse_template
+
+    with pytest.raises(RegistryError, match="does not match its example"):
+        _parse_template({"input": "{x}", "target": "{x}", "extract": {"field": "q", "pattern": "(?P<x>a+)b",
+                                                                      "example": "ccc"}}, "generation", "w")
+    with pytest.raises(RegistryError, match="named group"):
+        _parse_template({"input": "{x}", "target": "{x}", "extract": {"field": "q", "pattern": "a+", "example": "a"}},
+                        "generation", "w")
+
+
 # --------------------------------------------------------------------------- no crossfit-only task in full configs
 
 
@@ -394,7 +478,7 @@ def test_not_covered_list_is_current():
 
 def test_the_full_setting_still_refuses_crossfit_tsv():
     with pytest.raises(Exception, match="CrossFit TSV files are few-shot samples"):
-        prepare_task("quarel", "/nonexistent", seed=1, backbone="tiny-t5",
+        prepare_task("hotpot_qa", "/nonexistent", seed=1, backbone="tiny-t5",
                      options=PrepareOptions(setting="full"), tokenizer=ByT5Tokenizer(), registry=REGISTRY)
 
 

@@ -94,6 +94,9 @@ def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]
                 value = int(value) if leaf.dtype.startswith(("int", "uint")) else value
                 value = bool(value) if leaf.dtype == "bool" else value
                 _set(row, tpl.label, str(value) if leaf.dtype == "string" else value)
+    for ex in tpl.extract:  # a field a template pattern cuts up: its example, made unique by the generated value
+        for row in rows:
+            _set(row, ex["field"], f"{ex['example']} {row[ex['field'].split('.')[0]]}")
     if task.kind == CLASSIFICATION and tpl.label and source.get("label_vote") == "majority":
         # random synthetic votes mostly tie (a tie drops the row): let each row's votes agree, cycling the classes
         for i, row in enumerate(rows):
@@ -104,7 +107,7 @@ def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]
         if leaf is not None and leaf.kind == "value":
             for i, row in enumerate(rows):
                 index = i % n_choices
-                value = "AB"[index] if leaf.dtype == "string" else index + tpl.answer_offset
+                value = "ABCDEFGH"[index] if leaf.dtype == "string" else index + tpl.answer_offset
                 _set(row, tpl.answer, value)
 
 

@@ -300,7 +300,9 @@ def template_fields(task: TaskSpec) -> list[tuple[str, str]]:
         out.append(("answer", tpl.answer))
     if tpl.shuffle:  # the fields it orders are the dataset's; the ones it adds are not
         out += [("shuffle", f) for f in tpl.shuffle["fields"]]
-        out = [(k, p) for k, p in out if p.split(".")[0] not in tpl.derived_fields]
+    out += [("extract", ex["field"]) for ex in tpl.extract]
+    derived = set(tpl.derived_fields)
+    out = [(k, p) for k, p in out if p.split(".")[0] not in derived]
     return list(dict.fromkeys(out))
 
 

@@ -305,14 +305,35 @@ def _shuffled(shuffle: Mapping[str, Any], rng: Any, record: Record, task: str) -
     return Record(record.where, record.idx, data)
 
 
+def _extracted(extract: Sequence[Mapping[str, Any]], record: Record, task: str) -> Record:
+    """The record with the named groups of each ``extract`` pattern, matched at the start of its field."""
+    import re
+
+    data = dict(record.data)
+    for ex in extract:
+        try:
+            value = resolve(data, ex["field"])
+        except _MissingField:
+            raise DataError(f"{record.where}: task {task!r}: extract field {ex['field']!r} is missing; "
+                            f"the row has fields {', '.join(record.data)}") from None
+        match = re.match(ex["pattern"], value, re.DOTALL) if isinstance(value, str) else None
+        if match is None:
+            raise DataError(f"{record.where}: task {task!r}: field {ex['field']!r} ({str(value)[:80]!r}) does not "
+                            f"match the template's extract pattern {ex['pattern']!r}")
+        data.update(match.groupdict(default=""))
+    return Record(record.where, record.idx, data)
+
+
 def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalizers: tuple[str, ...] | None,
                 label_map: Mapping[str, Any] | None = None, skip_labels: Sequence[Any] = (),
                 task_prefix: bool = False, *, skip_empty: Sequence[str] = (), label_vote: str | None = None,
-                label_bins: Sequence[Mapping[str, Any]] = (), text_to_text_source: bool = False) -> list[Example]:
+                label_bins: Sequence[Mapping[str, Any]] = (), text_to_text_source: bool = False,
+                skip_empty_target: bool = False) -> list[Example]:
     """Render records into examples with the task's template (or as CrossFit TSV lines).
 
-    ``skip_empty`` drops rows whose named fields are empty, before anything else (so a dropped row
-    takes no draw of the template's ``shuffle``); ``label_vote``/``label_bins`` are the source's
+    The template's ``extract`` runs first; ``skip_empty`` then drops rows whose named fields are
+    empty (so a dropped row takes no draw of the template's ``shuffle``), ``skip_empty_target`` rows
+    whose reference output is empty (CrossFit's ``if answer:``); ``label_vote``/``label_bins`` are the source's
     label rules (see :class:`_LabelRules`). ``text_to_text_source``: the records are CrossFit-style
     input/output lines (a crossfit_tsv or tsv source), used as they are even when the task has a
     template for its other sources."""
@@ -328,6 +349,8 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
     examples = []
     for record in records:
         text_to_text = "outputs" in record.data and (task.template is None or text_to_text_source)
+        if task.template is not None and task.template.extract and not text_to_text:
+            record = _extracted(task.template.extract, record, task.name)
         if skip_empty and not text_to_text:
             try:
                 if any(_is_empty(resolve(record.data, f)) for f in skip_empty):
@@ -353,6 +376,8 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
             label, refs = index, [verbalizers[index]]
         if not text.strip():
             raise DataError(f"{record.where}: task {task.name!r}, split {split!r}: empty input text")
+        if (not refs or not refs[0]) and skip_empty_target:
+            continue
         if not refs or not refs[0]:
             raise DataError(f"{record.where}: task {task.name!r}, split {split!r}: no reference output")
         if task_prefix:
@@ -429,7 +454,8 @@ def build_examples(task: TaskSpec, seed: int, options: PrepareOptions = PrepareO
                                  source.get("skip_labels") or (), options.task_prefix,
                                  skip_empty=source.get("skip_empty") or (), label_vote=source.get("label_vote"),
                                  label_bins=source.get("label_bins") or (),
-                                 text_to_text_source=source.type in TEXT_TO_TEXT_SOURCES)
+                                 text_to_text_source=source.type in TEXT_TO_TEXT_SOURCES,
+                                 skip_empty_target=bool(source.get("skip_empty_target")))
               for split, records in loaded.splits.items()}
     if loaded.holdout:
         render["train"], render["test"] = sampling.holdout_split(render["train"], loaded.holdout, HOLDOUT_SEED)

@@ -34,7 +34,7 @@ K_RULES = (PER_CLASS, TOTAL)
 VERBALIZERS_FROM_HUB = "hub"
 
 # Source types and the keys each accepts (beyond `type`); required keys first in REQUIRED.
-_COMMON_SOURCE_KEYS = {"label_map", "skip_labels", "skip_empty", "label_vote", "label_bins"}
+_COMMON_SOURCE_KEYS = {"label_map", "skip_labels", "skip_empty", "skip_empty_target", "label_vote", "label_bins"}
 _FILE_SOURCE_KEYS = {"train", "test", "holdout", "encoding", "delimiter"}
 SOURCE_KEYS: dict[str, set[str]] = {
     "hub": {"id", "config", "train", "test", "holdout", "revision", "data_files"},
@@ -53,7 +53,8 @@ TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "templa
              "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt",
              "pseudo_classes_at"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
-TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle"}
+TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle", "extract"}
+EXTRACT_KEYS = {"field", "pattern", "example"}
 SHUFFLE_KEYS = {"fields", "seed", "draw"}
 SHUFFLE_DRAWS = ("coin", "permute")  # coin: two fields, kept in order when random() > 0.5; permute: np shuffle
 SHUFFLED, SHUFFLED_GOLD = "shuffled", "shuffled_gold"  # the record fields a `shuffle` adds
@@ -187,7 +188,11 @@ class Template:
     ``shuffle`` (``{fields: [...], seed: S, draw: coin|permute}``) puts the named fields' values in a
     seeded random order per row, as CrossFit's builders do with ``np.random.seed(S)`` once per
     split: the record gains ``shuffled`` (the values in that order) and ``shuffled_gold`` (where the
-    first field's value went).
+    first field's value went). ``extract`` (``{field: F, pattern: REGEX}`` or a list of them) matches
+    the regular expression at the start of a string field (``.`` matches newlines too) and adds its
+    named groups as record fields (a group that took no part: ""); a row it does not match fails.
+    Each gives an ``example`` value of the field, which the pattern must match (checked on load; the
+    schema tests build their rows from it).
     """
 
     input: str
@@ -197,11 +202,15 @@ class Template:
     answer: str | None = None
     answer_offset: int = 0
     shuffle: Mapping[str, Any] | None = None
+    extract: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def derived_fields(self) -> tuple[str, ...]:
         """Record fields the template adds itself (not the dataset's)."""
-        return (SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ()
+        import re
+
+        groups = tuple(g for ex in self.extract for g in re.compile(ex["pattern"]).groupindex)
+        return groups + ((SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ())
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,8 @@ def _parse_source(node: Any, where: str) -> SourceSpec:
     holdout = node.get("holdout")
     if holdout is not None and not (isinstance(holdout, float) and 0 < holdout < 1):
         raise RegistryError(f"{where}: `holdout` must be a fraction in (0, 1), got {holdout!r}")
+    if not isinstance(node.get("skip_empty_target", False), bool):
+        raise RegistryError(f"{where}: `skip_empty_target` must be true or false")
     skip_empty = node.get("skip_empty")
     if skip_empty is not None:
         _str_list(skip_empty, "skip_empty", where)
@@ -370,6 +381,32 @@ def _parse_source(node: Any, where: str) -> SourceSpec:
                                 f"{{above: x, label: L}} (a row in no bin is skipped), got {bins!r}")
     options = {k: v for k, v in node.items() if k != "type"}
     return SourceSpec(stype, MappingProxyType(options))
+
+
+def _parse_extract(node: Any, where: str) -> tuple[dict[str, Any], ...]:
+    import re
+
+    if node is None:
+        return ()
+    items = node if isinstance(node, list) else [node]
+    out = []
+    for item in items:
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in EXTRACT_KEYS):
+            raise RegistryError(f"{where}: template `extract` must be {{field: F, pattern: REGEX, example: VALUE}} "
+                                f"or a list of them, got {item!r}")
+        _check_keys(item, EXTRACT_KEYS, "template extract", where)
+        try:
+            groups = re.compile(item["pattern"]).groupindex
+        except re.error as exc:
+            raise RegistryError(f"{where}: template extract pattern {item['pattern']!r}: {exc}") from None
+        if not groups:
+            raise RegistryError(f"{where}: template extract pattern {item['pattern']!r} has no named group "
+                                f"(?P<name>...): it would add no field")
+        if re.match(item["pattern"], item["example"], re.DOTALL) is None:
+            raise RegistryError(f"{where}: template extract pattern {item['pattern']!r} does not match its example "
+                                f"{item['example']!r}")
+        out.append({"field": item["field"], "pattern": item["pattern"], "example": item["example"]})
+    return tuple(out)
 
 
 def _parse_shuffle(node: Any, where: str) -> dict[str, Any] | None:
@@ -406,7 +443,8 @@ def _parse_template(node: Any, kind: str, where: str) -> Template | None:
         choices = tuple(choices)
     tpl = Template(input=node["input"], target=node.get("target"), label=node.get("label"), choices=choices,
                    answer=node.get("answer"), answer_offset=int(node.get("answer_offset", 0)),
-                   shuffle=_parse_shuffle(node.get("shuffle"), where))
+                   shuffle=_parse_shuffle(node.get("shuffle"), where),
+                   extract=_parse_extract(node.get("extract"), where))
     if kind == CLASSIFICATION and not tpl.label:
         raise RegistryError(f"{where}: a classification template needs `label` (the gold label field)")
     if kind != CLASSIFICATION and tpl.label:
