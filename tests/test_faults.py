@@ -294,7 +294,7 @@ def test_writers_atomic_every_writer_goes_through_atomic_write():
     assert not offenders, "write through deltaspace.io.atomic_write:\n" + "\n".join(offenders)
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step()` has been overridden")
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden:UserWarning")
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(pipe, tmp_path, monkeypatch, capsys):
     import deltaspace.train.loop as loop
 
@@ -438,6 +438,22 @@ def test_live_lock_is_left_alone_and_names_its_pid(tmp_path, monkeypatch):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_live_lock_whose_records_all_came_later_is_left_alone(tmp_path, monkeypatch):
+    """A dead run that started after the locks were written (e.g. it failed at parse time) is not their owner."""
+    from deltaspace import locks
+
+    monkeypatch.chdir(tmp_path)
+    lockdir = _lockdir(tmp_path, _dead_pid())
+    path = next(lockdir.glob("owner.*.json"))
+    record = json.loads(path.read_text())
+    old = time.time() - 3600
+    for lock in lockdir.glob("*.lock"):
+        os.utime(lock, (old, old))
+    path.write_text(json.dumps(record))
+    assert locks.recover(lockdir, log=lambda line: None, record=False) == "unknown"
+    assert len(list(lockdir.glob("*.lock"))) == 2
 
 
 def test_live_lock_without_a_record_is_left_alone(tmp_path, monkeypatch):

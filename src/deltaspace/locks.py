@@ -61,7 +61,7 @@ def _pid_exists(pid: int) -> bool:
 def owner_record(pid: int | None = None) -> dict:
     pid = os.getpid() if pid is None else pid
     return {"pid": pid, "host": socket.gethostname(), "boot_id": _boot_id(), "start_ticks": _start_ticks(pid),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "time": time.time(), "argv": sys.argv}
 
 
 def owner_state(record: dict) -> str:
@@ -106,6 +106,19 @@ def _other_snakemakes(workdir: Path) -> list[int]:
     return sorted(found)
 
 
+CLOCK_SLACK_S = 5.0  # file times on a shared file system may come from another host's clock
+
+
+def _oldest(paths: list[Path]) -> float:
+    times = []
+    for path in paths:
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return min(times, default=time.time())
+
+
 def recover(lockdir: str | Path = ".snakemake/locks", *, log=None, record: bool = True) -> str:
     """Remove stale locks in ``lockdir`` and record this process as their next owner.
 
@@ -141,7 +154,9 @@ def recover(lockdir: str | Path = ".snakemake/locks", *, log=None, record: bool 
             outcome = "held"
             log(f"deltaspace: {lockdir} may be held by another Snakemake running here, PID "
                 f"{', '.join(map(str, others))}; left alone.")
-        elif not states:
+        elif not any(rec.get("time", 0) <= _oldest(locks) + CLOCK_SLACK_S for _, rec, _ in states):
+            # Only processes that started after the locks were written are on record (say, runs that
+            # failed at parse time): the locks' owner is unknown.
             outcome = "unknown"
             log(f"deltaspace: {lockdir} holds locks with no owner record and no Snakemake runs here; left "
                 f"alone. If no Snakemake uses this folder: snakemake --unlock (with the same options), "
