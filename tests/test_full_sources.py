@@ -31,7 +31,6 @@ FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer
 
 # Tasks of those configs still without a full-data source, and why (their registry notes say so too).
 NOT_COVERED = {
-    "hotpot_qa": "context = sentences of the paragraphs whose title is a supporting fact",
     "acronym_identification": "acronym and long form cut out of the tokens by BIO tags",
     "proto_qa": "CrossFit reads a GitHub JSONL whose answers.raw mapping keys are the references",
     "freebase_qa": "answers flattened from Parses.Answers[].AnswersName[][] into a sorted set",
@@ -431,6 +430,44 @@ def test_math_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
     assert len(rows["train"] + rows["dev"]) == 15  # ... and train row 13, whose answer (B) is such an empty cut, is dropped
 
 
+def test_hotpot_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
+    features = datasets.Features({
+        "id": datasets.Value("string"), "question": datasets.Value("string"), "answer": datasets.Value("string"),
+        "type": datasets.Value("string"), "level": datasets.Value("string"),
+        "supporting_facts": datasets.Sequence({"title": datasets.Value("string"), "sent_id": datasets.Value("int32")}),
+        "context": datasets.Sequence({"title": datasets.Value("string"),
+                                      "sentences": datasets.Sequence(datasets.Value("string"))})})
+
+    def split_rows(split, n):
+        rows = {k: [] for k in features}
+        for i in range(n):
+            titles = [f"T{i}a", f"T{i}b", f"T{i}c"]
+            rows["id"].append(f"{split}{i}"), rows["type"].append("bridge"), rows["level"].append("easy")
+            rows["question"].append(f"{split} question {i}?"), rows["answer"].append(f"{split} answer {i}")
+            support = [titles[2], titles[0]] if i % 2 else [titles[1], titles[1]]  # out of order, repeated
+            rows["supporting_facts"].append({"title": support, "sent_id": [0, 1]})
+            rows["context"].append({"title": titles, "sentences": [[f"{t} one.", f" {t} two."] for t in titles]})
+        return rows
+
+    def crossfit(rows):  # tasks/hotpot_qa.py get_context
+        lines = []
+        for dp in rows:
+            context, titles = "", dp["supporting_facts"]["title"]
+            for sentences, title in zip(dp["context"]["sentences"], dp["context"]["title"]):
+                if title in titles:
+                    context += "".join(sentences) + " "
+            lines.append(("question: " + dp["question"] + " context: " + context.strip(), dp["answer"]))
+        return lines
+
+    hub = Hub("hotpotqa/hotpot_qa", "distractor", features,
+              {"train": split_rows("train", 8), "validation": split_rows("validation", 4)})
+    _, _, rows = prepare_full("hotpot_qa", hub, tmp_path, monkeypatch, tokenizer, max_dev=2)
+    expected = [(norm(i), o) for i, o in crossfit(hub.rows("validation"))]
+    assert rows["test"] == expected
+    assert expected[1][0] == "question: validation question 1? context: T1a one. T1a two. T1c one. T1c two."
+    assert sorted(rows["train"] + rows["dev"]) == sorted((norm(i), o) for i, o in crossfit(hub.rows("train")))
+
+
 def test_extract_needs_a_matching_example():
     from deltaspace.data.registry import _parse_template
 
@@ -478,7 +515,7 @@ def test_not_covered_list_is_current():
 
 def test_the_full_setting_still_refuses_crossfit_tsv():
     with pytest.raises(Exception, match="CrossFit TSV files are few-shot samples"):
-        prepare_task("hotpot_qa", "/nonexistent", seed=1, backbone="tiny-t5",
+        prepare_task("wiki_bio", "/nonexistent", seed=1, backbone="tiny-t5",
                      options=PrepareOptions(setting="full"), tokenizer=ByT5Tokenizer(), registry=REGISTRY)
 
 
@@ -502,8 +539,9 @@ def test_shuffle_and_filters_validate():
 def test_format_filters_and_list_index():
     from deltaspace.data.prepare import _FORMATTER
 
-    record = {"tokens": ["a", "b", "c"], "name": "Open BSD", "pair": ["x", "y"]}
+    record = {"tokens": ["a", "b", "c"], "name": "Open BSD", "pair": ["x", "y"], "nested": [["a", " b"], ["c"]]}
     assert _FORMATTER.format("{tokens:join}|{name:nospace|lower}|{pair.1}|{tokens}", **record) == "a b c|openbsd|y|a, b, c"
+    assert _FORMATTER.format("{nested:concat|join}/{tokens:concat}", **record) == "a b c/abc"
 
 
 def test_cli_prepare_full_blimp(tmp_path, monkeypatch, capsys):

@@ -301,6 +301,7 @@ def template_fields(task: TaskSpec) -> list[tuple[str, str]]:
     if tpl.shuffle:  # the fields it orders are the dataset's; the ones it adds are not
         out += [("shuffle", f) for f in tpl.shuffle["fields"]]
     out += [("extract", ex["field"]) for ex in tpl.extract]
+    out += [("select", sel[k]) for sel in tpl.select for k in ("field", "where", "in")]
     derived = set(tpl.derived_fields)
     out = [(k, p) for k, p in out if p.split(".")[0] not in derived]
     return list(dict.fromkeys(out))

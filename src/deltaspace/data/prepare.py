@@ -101,8 +101,17 @@ def _join(value: Any) -> str:
 
 
 # Format specs that transform a field (chained left to right with `|`: `{example:nospace|lower}`).
+def _concat(value: Any) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"`:concat` needs a list, got {type(value).__name__}")
+    if all(isinstance(v, (list, tuple)) for v in value):
+        return ["".join(str(x) for x in v) for v in value]
+    return "".join(str(v) for v in value)
+
+
 TEXT_FILTERS = {
     "join": _join,  # a list joined with spaces (CrossFit's " ".join(tokens))
+    "concat": _concat,  # each inner list joined without a separator (hotpot_qa's "".join(sentences))
     "lower": lambda v: str(v).lower(),
     "nospace": lambda v: str(v).replace(" ", ""),  # CrossFit's .replace(" ", "")
 }
@@ -324,6 +333,23 @@ def _extracted(extract: Sequence[Mapping[str, Any]], record: Record, task: str) 
     return Record(record.where, record.idx, data)
 
 
+def _selected(select: Sequence[Mapping[str, Any]], record: Record, task: str) -> Record:
+    """The record with each ``select``'s items of ``field`` whose parallel ``where`` item is ``in`` a list."""
+    data = dict(record.data)
+    for sel in select:
+        try:
+            values, keys, allowed = (resolve(data, sel[k]) for k in ("field", "where", "in"))
+        except _MissingField as exc:
+            raise DataError(f"{record.where}: task {task!r}: select field {exc.args[0]!r} is missing; "
+                            f"the row has fields {', '.join(record.data)}") from None
+        if not all(isinstance(v, (list, tuple)) for v in (values, keys, allowed)) or len(values) != len(keys):
+            raise DataError(f"{record.where}: task {task!r}: select needs lists {sel['field']!r} and {sel['where']!r} "
+                            f"of one length and a list {sel['in']!r}")
+        allowed = set(allowed)
+        data[sel["into"]] = [v for v, k in zip(values, keys) if k in allowed]
+    return Record(record.where, record.idx, data)
+
+
 def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalizers: tuple[str, ...] | None,
                 label_map: Mapping[str, Any] | None = None, skip_labels: Sequence[Any] = (),
                 task_prefix: bool = False, *, skip_empty: Sequence[str] = (), label_vote: str | None = None,
@@ -351,6 +377,8 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
         text_to_text = "outputs" in record.data and (task.template is None or text_to_text_source)
         if task.template is not None and task.template.extract and not text_to_text:
             record = _extracted(task.template.extract, record, task.name)
+        if task.template is not None and task.template.select and not text_to_text:
+            record = _selected(task.template.select, record, task.name)
         if skip_empty and not text_to_text:
             try:
                 if any(_is_empty(resolve(record.data, f)) for f in skip_empty):

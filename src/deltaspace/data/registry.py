@@ -53,8 +53,10 @@ TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "templa
              "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt",
              "pseudo_classes_at"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
-TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle", "extract"}
+TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle", "extract",
+                 "select"}
 EXTRACT_KEYS = {"field", "pattern", "example"}
+SELECT_KEYS = {"field", "where", "in", "into"}
 SHUFFLE_KEYS = {"fields", "seed", "draw"}
 SHUFFLE_DRAWS = ("coin", "permute")  # coin: two fields, kept in order when random() > 0.5; permute: np shuffle
 SHUFFLED, SHUFFLED_GOLD = "shuffled", "shuffled_gold"  # the record fields a `shuffle` adds
@@ -192,7 +194,10 @@ class Template:
     the regular expression at the start of a string field (``.`` matches newlines too) and adds its
     named groups as record fields (a group that took no part: ""); a row it does not match fails.
     Each gives an ``example`` value of the field, which the pattern must match (checked on load; the
-    schema tests build their rows from it).
+    schema tests build their rows from it). ``select`` (``{field: F, where: W, in: L, into: NAME}`` or a
+    list) adds ``NAME``: the items of list ``F`` whose parallel item of list ``W`` is in list ``L``
+    (hotpot_qa's paragraphs whose title is a supporting fact). ``{x:concat}`` joins each inner list
+    of ``x`` without a separator (a flat list: the whole list).
     """
 
     input: str
@@ -203,6 +208,7 @@ class Template:
     answer_offset: int = 0
     shuffle: Mapping[str, Any] | None = None
     extract: tuple[Mapping[str, Any], ...] = ()
+    select: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def derived_fields(self) -> tuple[str, ...]:
@@ -210,7 +216,8 @@ class Template:
         import re
 
         groups = tuple(g for ex in self.extract for g in re.compile(ex["pattern"]).groupindex)
-        return groups + ((SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ())
+        selected = tuple(sel["into"] for sel in self.select)
+        return groups + selected + ((SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ())
 
 
 @dataclass(frozen=True)
@@ -409,6 +416,20 @@ def _parse_extract(node: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _parse_select(node: Any, where: str) -> tuple[dict[str, Any], ...]:
+    if node is None:
+        return ()
+    items = node if isinstance(node, list) else [node]
+    out = []
+    for item in items:
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) and item[k] for k in SELECT_KEYS):
+            raise RegistryError(f"{where}: template `select` must be {{field: F, where: W, in: L, into: NAME}} "
+                                f"or a list of them, got {item!r}")
+        _check_keys(item, SELECT_KEYS, "template select", where)
+        out.append({k: item[k] for k in ("field", "where", "in", "into")})
+    return tuple(out)
+
+
 def _parse_shuffle(node: Any, where: str) -> dict[str, Any] | None:
     if node is None:
         return None
@@ -444,7 +465,8 @@ def _parse_template(node: Any, kind: str, where: str) -> Template | None:
     tpl = Template(input=node["input"], target=node.get("target"), label=node.get("label"), choices=choices,
                    answer=node.get("answer"), answer_offset=int(node.get("answer_offset", 0)),
                    shuffle=_parse_shuffle(node.get("shuffle"), where),
-                   extract=_parse_extract(node.get("extract"), where))
+                   extract=_parse_extract(node.get("extract"), where),
+                   select=_parse_select(node.get("select"), where))
     if kind == CLASSIFICATION and not tpl.label:
         raise RegistryError(f"{where}: a classification template needs `label` (the gold label field)")
     if kind != CLASSIFICATION and tpl.label:
