@@ -75,7 +75,7 @@ BAD_INPUTS = [
     ("prepared-missing", "deltaspace train --data on a folder that does not exist", "the folder, run `deltaspace prepare`"),
     ("prepared-truncated", "a prepared folder with a truncated train.parquet", "the file, cannot read Parquet"),
     ("results-missing", "deltaspace tables / report on a results folder that does not exist", "the pattern / the folder"),
-    ("results-truncated", "deltaspace tables on a truncated result.parquet", "the file, cannot read"),
+    ("results-truncated", "deltaspace tables / report on a truncated result.parquet", "tables: the file, cannot read; report: a warning naming the file it skipped"),
     ("checkpoint-truncated", "a truncated checkpoint.pt in a run folder", "the file, cannot read the checkpoint"),
     ("config-lr", "a negative learning rate in a stage0 grid (number and string forms)", "the key path stage0.grid.lr[i], found vs minimum"),
     ("config-landscape-step", "landscape step 0", "the key path landscape[0].step"),
@@ -645,6 +645,11 @@ def test_results_missing_and_results_truncated_name_the_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot read result file {result}" in err
     assert not (tmp_path / "tables").exists() or not list((tmp_path / "tables").iterdir())
+    (tmp_path / "tables").mkdir(exist_ok=True)  # the report skips a damaged result, and says which
+    code = main(["report", "--results", str(tmp_path / "results"), "--tables", str(tmp_path / "tables"),
+                 "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert f"deltaspace report: warning: skipped unreadable {result}" in err, (code, err)
 
 
 def test_checkpoint_truncated_names_the_file(pipe, tmp_path, capsys):

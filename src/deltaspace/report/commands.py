@@ -39,6 +39,8 @@ def handler(args: argparse.Namespace) -> int:
     except ReportError as exc:
         print(f"deltaspace report: error: {exc}", file=sys.stderr)
         return 2
+    for problem in report.provenance.problems:  # shown in the page too; a skipped damaged file must not go unseen
+        print(f"deltaspace report: warning: {problem}", file=sys.stderr)
     figures = sum(s.figure_count for s in report.sections)
     filled = sum(t.filled for t in report.tables)
     cells = sum(t.body_cells for t in report.tables)
