@@ -33,7 +33,6 @@ FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer
 NOT_COVERED = {
     "acronym_identification": "acronym and long form cut out of the tokens by BIO tags",
     "proto_qa": "CrossFit reads a GitHub JSONL whose answers.raw mapping keys are the references",
-    "freebase_qa": "answers flattened from Parses.Answers[].AnswersName[][] into a sorted set",
     "wiki_bio": "infobox zipped into 'a: b [n]' pairs, test = 1% of val",
 }
 
@@ -466,6 +465,44 @@ def test_hotpot_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
     assert rows["test"] == expected
     assert expected[1][0] == "question: validation question 1? context: T1a one. T1a two. T1c one. T1c two."
     assert sorted(rows["train"] + rows["dev"]) == sorted((norm(i), o) for i, o in crossfit(hub.rows("train")))
+
+
+def test_freebase_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
+    answers = datasets.Sequence({"AnswersMid": datasets.Value("string"),
+                                 "AnswersName": datasets.Sequence(datasets.Value("string"))})
+    features = datasets.Features({
+        "Question-ID": datasets.Value("string"), "RawQuestion": datasets.Value("string"),
+        "ProcessedQuestion": datasets.Value("string"),
+        "Parses": datasets.Sequence({k: datasets.Value("string") for k in (
+            "Parse-Id", "PotentialTopicEntityMention", "TopicEntityName", "TopicEntityMid", "InferentialChain")}
+            | {"Answers": answers})})
+
+    def split_rows(split, n):
+        rows = {k: [] for k in features}
+        for i in range(n):
+            rows["Question-ID"].append(f"{split}-{i}"), rows["ProcessedQuestion"].append("")
+            rows["RawQuestion"].append(f"What was {split} film {i}?")
+            parse = {k: ["p0", "p1"] for k in ("Parse-Id", "PotentialTopicEntityMention", "TopicEntityName",
+                                               "TopicEntityMid", "InferentialChain")}
+            parse["Answers"] = [{"AnswersMid": ["m.1"], "AnswersName": [[f"zeta {i}", f"goldeneye {i}"]]},
+                                {"AnswersMid": ["m.1", "m.2"], "AnswersName": [[f"goldeneye {i}"], [f"alpha {i}"]]}]
+            rows["Parses"].append(parse)
+        return rows
+
+    def crossfit(rows):  # tasks/freebase_qa.py
+        lines = []
+        for dp in rows:
+            names = [what for item in dp["Parses"]["Answers"] for name in item["AnswersName"] for what in name]
+            lines.append((dp["RawQuestion"], sorted(set(names))))
+        return lines
+
+    hub = Hub("KelvinJiang/freebase_qa", None, features,
+              {"train": split_rows("train", 8), "validation": split_rows("validation", 3), "test": split_rows("test", 1)})
+    _, prepared, _ = prepare_full("freebase_qa", hub, tmp_path, monkeypatch, tokenizer, max_dev=2)
+    got = [(r["input"], r["references"]) for r in prepared.rows("test")]
+    assert got == crossfit(hub.rows("validation"))
+    assert got[0] == ("What was validation film 0?", ["alpha 0", "goldeneye 0", "zeta 0"])
+    assert prepared.rows("test")[0]["target"] == "alpha 0"  # the first reference trains, as with CrossFit TSV lines
 
 
 def test_extract_needs_a_matching_example():

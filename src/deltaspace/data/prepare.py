@@ -179,11 +179,30 @@ def _render(fmt: str, record: Record, task: str) -> str:
         raise DataError(f"{record.where}: task {task!r}: cannot render {fmt!r}: {exc}") from None
 
 
-def _single_field(fmt: str) -> str | None:
-    """The field name when a format string is exactly one ``{field}`` (list targets expand)."""
+def _flatten(value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        return [value]
+    return [x for v in value for x in _flatten(v)]
+
+
+# Format specs of a target that is one list field: they transform the list of references.
+LIST_FILTERS = {
+    "flatten": _flatten,  # nested lists -> one flat list
+    "sorted_set": lambda v: sorted(set(_flatten(v)), key=str),  # CrossFit's sorted(list(set(answers)))
+}
+
+
+def _single_field(fmt: str, filters: bool = False) -> str | tuple[str, list[str]] | None:
+    """The field name when a format string is exactly one ``{field}`` (list targets expand); with
+    ``filters``, ``(field, list filters)`` when its spec is a chain of :data:`LIST_FILTERS`."""
     parts = list(string.Formatter().parse(fmt))
-    if len(parts) == 1 and parts[0][0] == "" and parts[0][1] and not parts[0][2]:
-        return parts[0][1]
+    if len(parts) == 1 and parts[0][0] == "" and parts[0][1] and not parts[0][3]:
+        spec = parts[0][2]
+        if not filters:
+            return parts[0][1] if not spec else None
+        chain = spec.split("|") if spec else []
+        if all(f in LIST_FILTERS for f in chain):
+            return parts[0][1], chain
     return None
 
 
@@ -209,13 +228,19 @@ def _references(task: TaskSpec, record: Record) -> list[str]:
     tpl = task.template
     assert tpl is not None
     if tpl.target:
-        field = _single_field(tpl.target)
+        single = _single_field(tpl.target, filters=True)
         value = None
-        if field is not None:
+        if single is not None:
+            field, chain = single
             try:
                 value = resolve(record.data, field)
             except _MissingField:
+                if chain:
+                    raise DataError(f"{record.where}: task {task.name!r}: template field {field!r} is missing; "
+                                    f"the row has fields {', '.join(record.data)}") from None
                 value = None
+            for name in chain:
+                value = LIST_FILTERS[name](value)
         if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value if str(v).strip()]
         return [_render(tpl.target, record, task.name).strip()]
