@@ -194,3 +194,146 @@ def test_table6a_adapter_and_bitfit_shares_on_t5_base():
     assert round(100 * delta_size("bitfit", backbone) / total, 2) == 0.09
     composite = {k.split(".", 1)[1]: v for k, v in cfg["methods"]["prompt+bitfit+adapter"].items() if k.startswith("adapter.")}
     assert composite == cfg["methods"]["adapter"]  # the composites carry the same adapter
+
+
+# ---------------------------------------------------------------- unified-dt multi-task stage 1
+
+
+def _toy_tasks(sizes):
+    import pandas as pd
+
+    from deltaspace.train.batching import TaskData
+
+    tasks = []
+    for t, n in enumerate(sizes):
+        rows = pd.DataFrame({"input_ids": [[5, t + 7, i // 50 + 10, i % 50 + 10] for i in range(n)],
+                             "target_ids": [[t + 3, 1]] * n, "idx": list(range(n))})
+        tasks.append(TaskData(Path(f"/t{t}"), {"task": f"t{t}"}, {"train": rows, "dev": rows, "test": rows}))
+    return tasks
+
+
+def test_multi_task_fit_blends_up_to_n_instances_per_task_instead_of_a_round_robin():
+    from collections import Counter
+
+    from deltaspace.subspace.runtime import BlendedTaskStream, default_task_mix, task_streams
+
+    bb = load_backbone("tiny-t5")
+    tasks = _toy_tasks([400, 30, 10])  # a big task and two tiny ones (COPA, WNLI)
+    assert default_task_mix("joint") == "blend"
+    stream = task_streams(tasks, 4, 0, bb, "blend", cap=200)
+    assert isinstance(stream, BlendedTaskStream) and stream.sizes == [200, 30, 10]
+    steps = len(stream.schedule(0))  # one epoch of the blend: 50 + 8 + 3 batches
+    assert steps == 50 + 8 + 3
+    seen, shown = Counter(), Counter()
+    for _ in range(steps):
+        batch = next(stream)
+        task = int(batch["task_index"][0])
+        assert (batch["task_index"] == task).all()
+        seen[task] += 1
+        shown.update((task, tuple(r)) for r in batch["input_ids"].tolist())
+    assert seen == {0: 50, 1: 8, 2: 3}  # each task's share of steps = its share of the blend
+    assert all(c == 1 for c in shown.values()) and len(shown) == 240  # every sampled instance once per epoch
+    # The round-robin gave the 10-row task a third of the steps: 20 batches = 8 epochs of it here.
+    old = task_streams(tasks, 4, 0, bb, "round-robin")
+    assert Counter(int(next(old)["task_index"][0]) for _ in range(steps)) != seen
+
+
+def test_blended_stream_resumes_where_it_stopped():
+    from deltaspace.subspace.runtime import task_streams
+
+    bb = load_backbone("tiny-t5")
+    tasks = _toy_tasks([30, 7])
+    a = task_streams(tasks, 4, 3, bb, "blend", cap=20)
+    for _ in range(9):  # into the second epoch
+        next(a)
+    b = task_streams(tasks, 4, 3, bb, "blend", cap=20)
+    b.load_state_dict(a.state_dict())
+    for _ in range(5):
+        x, y = next(a), next(b)
+        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["task_index"], y["task_index"])
+
+
+# ---------------------------------------------------------------- IPT MSF and IST
+
+
+def test_msf_reconstruction_loss_is_the_papers_sum_of_squares():
+    from deltaspace.subspace.projectors import PromptAutoEncoder
+
+    n, d = 4, 6
+    prompts = torch.randn(3, n * d, generator=torch.Generator().manual_seed(0))
+    paper = PromptAutoEncoder(n, d, d_intrinsic=2, hidden=8, seed=1)
+    code = PromptAutoEncoder(n, d, d_intrinsic=2, hidden=8, seed=1, recon="mean")
+    with torch.no_grad():
+        rebuilt, l_ae = paper(prompts)
+        mean = code(prompts)[1]
+    assert l_ae.item() == pytest.approx(((rebuilt - prompts) ** 2).sum(-1).mean().item())  # ||P* - P||², per prompt
+    assert mean.item() == pytest.approx(l_ae.item() / (n * d))  # the released code's element mean
+
+
+@pytest.mark.parametrize("name", ["ipt-cls", "ipt-noncls", "ipt-random"])
+def test_ist_uses_the_prompt_tuning_grid_and_warmup(name):
+    # IPT App. D: IST's hyper-parameters are those of prompt tuning (its lr x batch grid, 10k warm-up).
+    cfg = _config(name)
+    pt = cfg["stage0"]["methods"]["prompt"]["loop"]
+    for setting in cfg["settings"].values():
+        if "optimize" not in setting:
+            continue
+        optimize = setting["optimize"]
+        assert optimize["grid"] == cfg["stage0"]["grid"] == {"lr": [1e-5, 2e-5, 5e-5, 1e-4], "batch_size": [2, 4, 8]}
+        assert optimize["loop"]["warmup_steps"] == pt["warmup_steps"] == 10000
+
+
+# ---------------------------------------------------------------- BitFit with the masked-LM head
+
+
+def test_bitfit_tunes_the_mlm_head_biases_the_survey_counts():
+    # Survey Table 5 (RoBERTa-large, label words through the masked-LM head): BitFit 0.09%.
+    # The blocks' biases alone were 0.076%; the head's dense, layer-norm and vocabulary biases close it.
+    bb = load_backbone("roberta-large", config_only=True, mlm_head=True)
+    total = bb.num_parameters  # before the delta: BitFit puts the head into the model
+    delta = build_delta("bitfit", bb)
+    assert round(100 * delta.size / total, 2) == 0.09
+    head = {s.name for s in delta.manifest if s.name.startswith("deltaspace_mlm_head.")}
+    assert head == {"deltaspace_mlm_head.bias", "deltaspace_mlm_head.dense.bias", "deltaspace_mlm_head.layer_norm.bias"}
+    frozen = build_delta("bitfit", load_backbone("roberta-large", config_only=True, mlm_head=True), mlm_head=False)
+    assert round(100 * frozen.size / total, 3) == 0.077  # the old count (0.0766%)
+    # The decomposition paper's runs carry no masked-LM head: its 0.76‰ on RoBERTa-large is unchanged.
+    assert build_delta("bitfit", load_backbone("roberta-large", config_only=True)).size == 271_360
+
+
+def test_bitfit_head_biases_reach_the_mlm_scores():
+    from deltaspace.heads import make_head
+
+    bb = load_backbone("tiny-bert", mlm_head=True)
+    delta = build_delta("bitfit", bb)
+    head = make_head(bb, delta, ["negative", "positive"], head="mlm", prompt=None, max_length=32)
+    from deltaspace.train.batching import collate
+
+    rows = [{"idx": i, "input": text, "prompt": "", "label": i} for i, text in enumerate(["good film", "bad film"])]
+    batch = collate(head.encode_rows(rows), bb.tokenizer.pad_token_id, "encoder")
+    theta = delta.init(0)
+    with torch.no_grad():
+        with delta.bound(theta):
+            before = head.loss(batch)
+        slot = max((s for s in delta.manifest if s.name.startswith("deltaspace_mlm_head.")), key=lambda s: s.numel)
+        moved = theta.clone()
+        moved[slot.offset:slot.offset + slot.numel] += torch.randn(slot.numel, generator=torch.Generator().manual_seed(1))
+        with delta.bound(moved):
+            after = head.loss(batch)
+    assert not torch.allclose(before, after)
+
+
+# ---------------------------------------------------------------- decomposition: Fully FT's lr
+
+
+def test_decomposition_fully_ft_trains_at_fine_tuning_lrs_not_table_vi():
+    # The paper's Fully-FT rows are the LoRA/AdaLoRA papers' (RoBERTa's GLUE recipe, lr 1e-5..3e-5);
+    # Table VI's lrs (5e-4..2.2e-3) are the PEFT methods'. Before, finetune ran at Table VI's.
+    from deltaspace.plan import Plan
+
+    plan = Plan(_config("decomposition-glue"), REPO)
+    for task, lr in {"glue-rte": 1.2e-3, "glue-stsb": 2.2e-3, "glue-mnli": 5e-4}.items():
+        assert plan.stage0_block(task, "finetune")["grid"] == {"lr": [1e-5, 2e-5, 3e-5]}
+        assert plan.stage0_block(task, "lora-r8")["grid"] == {"lr": [lr]}  # the PEFT rows keep Table VI
+        assert plan.stage0_block(task, "finetune")["loop"]["epochs"] == plan.stage0_block(task, "lora-r8")["loop"]["epochs"]
+    assert set(plan.stage0) == set(_config("decomposition-glue")["methods"])  # every instance still trains

@@ -97,7 +97,7 @@ EXPECTED = {
         "prepare": 120 + 100,                # all tasks at seed 100 + training tasks at seed 21
         "train_delta": 120 * 2 * 4 * 3,      # tasks x (PT, FT) x 4 lrs x 3 batch sizes
         "fit_subspace": 5,                   # d_I in {5, 10, 50, 100, 250}
-        "optimize_subspace": 5 * (100 + 100 + 20),  # d_I x (train-same + train-diff + test)
+        "optimize_subspace": 5 * (100 + 100 + 20) * 12,  # d_I x (train-same + train-diff + test) x PT grid
         "tables": 4,
         "report": 1,
         "all": 1,
@@ -106,7 +106,7 @@ EXPECTED = {
         "prepare": 119 + 35,
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
-        "optimize_subspace": 5 * (35 + 35 + 41 + 43),
+        "optimize_subspace": 5 * (35 + 35 + 41 + 43) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
         "tables": 3,
         "report": 1,
         "all": 1,
@@ -115,7 +115,7 @@ EXPECTED = {
         "prepare": 119 + 35,
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
-        "optimize_subspace": 5 * (35 + 35 + 8 + 76),
+        "optimize_subspace": 5 * (35 + 35 + 8 + 76) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
         "tables": 3,
         "report": 1,
         "all": 1,
@@ -174,7 +174,8 @@ EXPECTED = {
     },
     "config/paper/decomposition-glue.yaml": {
         "prepare": 8 * 3,                    # GLUE tasks x backbones
-        "train_delta": 8 * (6 + 12 * 4) * 3 * 5,  # tasks x (rank-free + rows x ranks) x backbones x 5 seeds
+        "train_delta": 8 * (5 + 12 * 4 + 3) * 3 * 5,  # tasks x (PEFT rank-free + rows x ranks + FT x 3 lrs)
+                                                       # x backbones x 5 seeds
         "tables": 3,
         "report": 1,
         "all": 1,

@@ -6,6 +6,7 @@ from ..deltas import METHODS
 from ..options import non_negative_float, positive_float, positive_int
 from ..train.commands import add_loop_arguments, loop_config
 from ..train.loop import Preempted
+from .runtime import DEFAULT_PER_TASK_CAP, TASK_MIXES
 from .stages import MODES, PROMPT_MODES
 
 
@@ -35,7 +36,8 @@ def _fit(args) -> int:
         args.mode, args.backbone, methods, parse_method_sets(args.set, methods), args.y, args.train_data,
         args.stage0 or [], loop_config(args), args.out, recon_weight=args.recon_weight, lr_vector=args.lr_vector,
         experiment=args.experiment, setting=args.setting, eval_batch_size=args.eval_batch_size,
-        progress=not args.no_progress, stop_after=args.stop_after_step))
+        progress=not args.no_progress, stop_after=args.stop_after_step, task_mix=args.task_mix,
+        per_task_cap=args.per_task_cap, recon_form=args.recon_form))
 
 
 def _optimize(args) -> int:
@@ -72,7 +74,16 @@ def register(subparsers) -> None:
     p.add_argument("--train-data", nargs="*", default=[], help="prepared folders of the training tasks")
     p.add_argument("--stage0", nargs="*", help="stage-0 output folders (every LR/seed; the best on dev is used)")
     p.add_argument("--recon-weight", type=non_negative_float, default=10.0, help="reconstruction weight (10; IPT: 200)")
+    p.add_argument("--recon-form", choices=("sum", "mean"), default="sum",
+                   help="msf: L_AE as the paper's sum of squares over a prompt (default) or the released code's "
+                        "element mean (1/(n·d) of it)")
     p.add_argument("--lr-vector", type=positive_float, default=None, help="shared mode: learning rate of the task vectors")
+    p.add_argument("--task-mix", choices=TASK_MIXES, default=None,
+                   help="multi-task batches: blend = up to --per-task-cap instances per task shuffled into one set "
+                        "(unified-dt A.2; the default of --mode joint), round-robin = one task per step in turn, "
+                        "every task equally often (the default of the other modes)")
+    p.add_argument("--per-task-cap", type=positive_int, default=DEFAULT_PER_TASK_CAP,
+                   help="blend: instances sampled per task (unified-dt A.2: 20000)")
     p.add_argument("--out", required=True)
     add_loop_arguments(p)
     p.set_defaults(func=_fit)

@@ -246,22 +246,31 @@ class PromptAutoEncoder(nn.Module):
     Proj is one Linear(n·d → d_I) with no activation, the public code's AE_type=1 (ipt.md A3).
     Neither the paper's "one-layer feed-forward network" nor the notes settle its bias; we keep
     the Linear default (with bias), like Proj_b's b1, b2. forward returns the reconstruction for
-    the task loss and the reconstruction loss as a mean over elements (ipt.md A4: the code's mean,
-    not the paper's sum of squares, which would mis-scale the caller's α = 200). The encoder is
-    drawn from `seed`, the decoder from `seed + 1`.
+    the task loss and the reconstruction loss L_AE. ``recon="sum"`` (default) is the paper's
+    L_AE = ||P* − P||²₂, the sum of squares over a prompt's n·d elements (averaged over the prompts
+    of a batch), which α = 200 weighs; ``recon="mean"`` is the released code's element mean
+    (ipt.md A4), 1/(n·d) of it: 1/76,800 for n = 100 on BART-base. The encoder is drawn from
+    `seed`, the decoder from `seed + 1`.
     """
 
-    def __init__(self, n: int, d: int, d_intrinsic: int, hidden: int = 768, seed: int = 0):
+    RECON_FORMS = ("sum", "mean")
+
+    def __init__(self, n: int, d: int, d_intrinsic: int, hidden: int = 768, seed: int = 0, recon: str = "sum"):
         super().__init__()
+        if recon not in self.RECON_FORMS:
+            raise ValueError(f"unknown reconstruction loss {recon!r}; valid: {', '.join(self.RECON_FORMS)}")
+        self.recon = recon
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = nn.Linear(n * d, d_intrinsic)
         self.decoder = PromptDecoder(n, d, d_intrinsic, hidden, seed + 1)
 
     def forward(self, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """prompts: (n·d,) or (batch, n·d) -> (reconstructed prompts, mean squared error)."""
+        """prompts: (n·d,) or (batch, n·d) -> (reconstructed prompts, L_AE)."""
         rebuilt = self.decoder(self.encoder(prompts))
-        return rebuilt, F.mse_loss(rebuilt, prompts)
+        if self.recon == "mean":
+            return rebuilt, F.mse_loss(rebuilt, prompts)
+        return rebuilt, (rebuilt - prompts).pow(2).sum(-1).mean()
 
 
 class RandomPromptSubspace(PromptDecoder):

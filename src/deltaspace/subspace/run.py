@@ -14,7 +14,7 @@ from ..provenance import provenance
 from ..train.batching import BatchStream, load_task_data, split_rows
 from ..train.loop import LoopConfig, run_loop
 from ..train.stage0 import check_backbone_matches, load_theta
-from .runtime import best_stage0, build_runtimes, task_streams
+from .runtime import DEFAULT_PER_TASK_CAP, best_stage0, build_runtimes, default_task_mix, task_streams
 from .projectors import RandomPromptSubspace
 from .stages import PROMPT_MODES, FitObjective, IntrinsicObjective
 from .store import attach_theta0, load_subspace, save_subspace, save_vectors
@@ -27,8 +27,14 @@ def _row(base: dict, config: dict, started: float, **values) -> dict:
 def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str, dict], y: int,
                  train_data: list[str], stage0: list[str], cfg: LoopConfig, out: str | Path, *,
                  recon_weight: float, lr_vector: float | None, experiment: str, setting: str,
-                 eval_batch_size: int = 32, progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
-    """Stage 1: fit the subspace on the training tasks and save each method's decoder."""
+                 eval_batch_size: int = 32, progress: bool = True, stop_after: int | None = None,
+                 task_mix: str | None = None, per_task_cap: int = DEFAULT_PER_TASK_CAP,
+                 recon_form: str = "sum") -> pd.DataFrame:
+    """Stage 1: fit the subspace on the training tasks and save each method's decoder.
+
+    ``task_mix`` draws the multi-task batches (:func:`.runtime.task_streams`); its default is
+    :func:`.runtime.default_task_mix` of the mode (the paper's blend for ``joint``).
+    """
     started, out = time.perf_counter(), Path(out)
     if mode == "random":
         return random_prompt_subspace(backbone, options, y, cfg.seed, out)
@@ -48,13 +54,20 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
             options[m] = {**solutions[tasks[0].name, m].options, **options[m]}
         thetas = {m: torch.stack([load_theta(solutions[t.name, m].path)[0] for t in tasks]) for m in methods}
     runtimes = build_runtimes(backbone, methods, options, cfg.seed)
-    objective = FitObjective(mode, runtimes, tasks, thetas, y, cfg.seed, recon_weight, lr_vector, eval_batch_size)
-    stream = task_streams(tasks, cfg.batch_size, cfg.seed, next(iter(runtimes.values())).backbone)
+    objective = FitObjective(mode, runtimes, tasks, thetas, y, cfg.seed, recon_weight, lr_vector, eval_batch_size,
+                             recon_form)
+    task_mix = task_mix or default_task_mix(mode)
+    stream = task_streams(tasks, cfg.batch_size, cfg.seed, next(iter(runtimes.values())).backbone, task_mix,
+                          per_task_cap)
     outcome = run_loop(objective, stream, cfg, out, progress=progress, stop_after=stop_after, desc=f"fit {mode}")
     objective.module.load_state_dict(outcome.best_snapshot)
     config = {"mode": mode, "backbone": backbone, "methods": methods, "options": {m: r.delta.options for m, r in
               runtimes.items()}, "y": y, "tasks": [t.name for t in tasks], "loop": asdict(cfg),
-              "recon_weight": recon_weight, "lr_vector": lr_vector}
+              "recon_weight": recon_weight, "lr_vector": lr_vector, "task_mix": task_mix}
+    if task_mix == "blend":
+        config["per_task_cap"] = per_task_cap
+    if mode == "msf":
+        config["recon_form"] = recon_form
     save_subspace(out, objective.decoders(), {**config, "best_step": outcome.best_step})
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
     base = {"experiment": experiment, "stage": "msf" if mode == "msf" else "fit", "setting": setting,

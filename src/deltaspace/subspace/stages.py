@@ -42,7 +42,7 @@ class FitObjective:
 
     def __init__(self, mode: str, runtimes: dict[str, MethodRuntime], tasks: list[TaskData],
                  thetas: dict[str, torch.Tensor] | None, y: int, seed: int, recon_weight: float,
-                 lr_vector: float | None, eval_batch_size: int) -> None:
+                 lr_vector: float | None, eval_batch_size: int, recon_form: str = "sum") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         if "finetune" in runtimes and mode != "shared":
@@ -57,7 +57,7 @@ class FitObjective:
         else:
             (method, rt), = runtimes.items()
             n, d = rt.delta.manifest[0].shape
-            self.module = PromptAutoEncoder(n, d, y, seed=seed)
+            self.module = PromptAutoEncoder(n, d, y, seed=seed, recon=recon_form)
         self.module.to(device())
         # thetas[method]: (n_tasks, |θ|) stage-0 solutions of the training tasks, in task order.
         self.thetas = {m: t.to(device()) for m, t in (thetas or {}).items()}
