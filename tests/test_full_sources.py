@@ -31,7 +31,6 @@ FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer
 
 # Tasks of those configs still without a full-data source, and why (their registry notes say so too).
 NOT_COVERED = {
-    "acronym_identification": "acronym and long form cut out of the tokens by BIO tags",
     "proto_qa": "CrossFit reads a GitHub JSONL whose answers.raw mapping keys are the references",
     "wiki_bio": "infobox zipped into 'a: b [n]' pairs, test = 1% of val",
 }
@@ -503,6 +502,53 @@ def test_freebase_qa_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
     assert got == crossfit(hub.rows("validation"))
     assert got[0] == ("What was validation film 0?", ["alpha 0", "goldeneye 0", "zeta 0"])
     assert prepared.rows("test")[0]["target"] == "alpha 0"  # the first reference trains, as with CrossFit TSV lines
+
+
+def test_acronym_identification_full_matches_crossfit(tmp_path, monkeypatch, tokenizer):
+    features = datasets.Features({
+        "id": datasets.Value("string"), "tokens": datasets.Sequence(datasets.Value("string")),
+        "labels": datasets.Sequence(datasets.ClassLabel(names=["B-long", "B-short", "I-long", "I-short", "O"]))})
+    # (tokens, labels); 0 B-long, 1 B-short, 2 I-long, 3 I-short, 4 O. No span ends a sentence: CrossFit's
+    # `while labels[end + 1] == ...` would fail on one (so the data it ran on has none)
+    patterns = [
+        ("the Natural Language Processing ( NLP ) task".split(), [4, 0, 2, 2, 4, 1, 4, 4]),
+        ("we use BERT - base and long short term memory .".split(), [4, 4, 1, 3, 3, 4, 0, 2, 2, 2, 4]),
+        ("two acronyms A and B here".split(), [4, 4, 1, 4, 1, 4]),  # two B-short: dropped
+        ("no long form for XYZ".split(), [4, 4, 4, 4, 1]),  # no B-long: dropped
+    ]
+
+    def split_rows(split, n):
+        rows = {"id": [], "tokens": [], "labels": []}
+        for i in range(n):
+            tokens, labels = patterns[i % 4]
+            rows["id"].append(f"{split}{i}"), rows["labels"].append(labels)
+            rows["tokens"].append([f"{t}-{split}{i}" if t.isalpha() and t.islower() else t for t in tokens])
+        return rows
+
+    def crossfit(rows):  # tasks/acronym_identification.py
+        lines = []
+        for dp in rows:
+            labels = dp["labels"]
+            if labels.count(1) != 1 or labels.count(0) != 1:
+                continue
+            short_st = short_ed = labels.index(1)
+            while labels[short_ed + 1] == 3:
+                short_ed += 1
+            long_st = long_ed = labels.index(0)
+            while labels[long_ed + 1] == 2:
+                long_ed += 1
+            acronym, full = " ".join(dp["tokens"][short_st:short_ed + 1]), " ".join(dp["tokens"][long_st:long_ed + 1])
+            lines.append((" ".join(dp["tokens"]) + " [SEP] acronym: " + acronym, full))
+        return lines
+
+    hub = Hub("amirveyseh/acronym_identification", None, features,
+              {"train": split_rows("train", 16), "validation": split_rows("validation", 8), "test": split_rows("test", 2)})
+    _, _, rows = prepare_full("acronym_identification", hub, tmp_path, monkeypatch, tokenizer, max_dev=2)
+    expected = crossfit(hub.rows("validation"))
+    assert rows["test"] == expected and len(expected) == 4
+    assert expected[1][0].endswith(". [SEP] acronym: BERT - base-validation1")
+    assert expected[1][1] == "long-validation1 short-validation1 term-validation1 memory-validation1"
+    assert sorted(rows["train"] + rows["dev"]) == sorted(crossfit(hub.rows("train")))
 
 
 def test_extract_needs_a_matching_example():

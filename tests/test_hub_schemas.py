@@ -97,6 +97,11 @@ def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]
     for ex in tpl.extract:  # a field a template pattern cuts up: its example, made unique by the generated value
         for row in rows:
             _set(row, ex["field"], f"{ex['example']} {row[ex['field'].split('.')[0]]}")
+    for row in rows if tpl.spans else ():  # tags with each span's begin tag once, then its inside tag
+        tags = [t for span in tpl.spans for t in (span["begin"], span["inside"])]
+        words = row[tpl.spans[0]["tokens"]]
+        row[tpl.spans[0]["tags"]] = tags
+        row[tpl.spans[0]["tokens"]] = [f"{words[i % len(words)]} {i}" for i in range(len(tags))]
     if task.kind == CLASSIFICATION and tpl.label and source.get("label_vote") == "majority":
         # random synthetic votes mostly tie (a tie drops the row): let each row's votes agree, cycling the classes
         for i, row in enumerate(rows):

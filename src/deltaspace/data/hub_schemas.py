@@ -302,6 +302,7 @@ def template_fields(task: TaskSpec) -> list[tuple[str, str]]:
         out += [("shuffle", f) for f in tpl.shuffle["fields"]]
     out += [("extract", ex["field"]) for ex in tpl.extract]
     out += [("select", sel[k]) for sel in tpl.select for k in ("field", "where", "in")]
+    out += [("spans", span[k]) for span in tpl.spans for k in ("tokens", "tags")]
     derived = set(tpl.derived_fields)
     out = [(k, p) for k, p in out if p.split(".")[0] not in derived]
     return list(dict.fromkeys(out))

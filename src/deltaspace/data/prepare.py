@@ -375,6 +375,29 @@ def _selected(select: Sequence[Mapping[str, Any]], record: Record, task: str) ->
     return Record(record.where, record.idx, data)
 
 
+def _with_spans(spans: Sequence[Mapping[str, Any]], record: Record, task: str) -> Record | None:
+    """The record with each span's tokens (``begin`` tag, then the ``inside`` tags after it) joined
+    with spaces; None (the row is dropped) when a begin tag does not occur exactly once."""
+    data = dict(record.data)
+    for span in spans:
+        try:
+            tokens, tags = resolve(data, span["tokens"]), resolve(data, span["tags"])
+        except _MissingField as exc:
+            raise DataError(f"{record.where}: task {task!r}: spans field {exc.args[0]!r} is missing; "
+                            f"the row has fields {', '.join(record.data)}") from None
+        if not isinstance(tokens, (list, tuple)) or not isinstance(tags, (list, tuple)) or len(tokens) != len(tags):
+            raise DataError(f"{record.where}: task {task!r}: spans need lists {span['tokens']!r} and {span['tags']!r} "
+                            f"of one length")
+        tags = list(tags)
+        if tags.count(span["begin"]) != 1:
+            return None
+        start = end = tags.index(span["begin"])
+        while end + 1 < len(tags) and tags[end + 1] == span["inside"]:
+            end += 1
+        data[span["into"]] = " ".join(str(t) for t in tokens[start:end + 1])
+    return Record(record.where, record.idx, data)
+
+
 def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalizers: tuple[str, ...] | None,
                 label_map: Mapping[str, Any] | None = None, skip_labels: Sequence[Any] = (),
                 task_prefix: bool = False, *, skip_empty: Sequence[str] = (), label_vote: str | None = None,
@@ -404,6 +427,10 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
             record = _extracted(task.template.extract, record, task.name)
         if task.template is not None and task.template.select and not text_to_text:
             record = _selected(task.template.select, record, task.name)
+        if task.template is not None and task.template.spans and not text_to_text:
+            record = _with_spans(task.template.spans, record, task.name)
+            if record is None:
+                continue
         if skip_empty and not text_to_text:
             try:
                 if any(_is_empty(resolve(record.data, f)) for f in skip_empty):

@@ -54,7 +54,8 @@ TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "templa
              "pseudo_classes_at"}
 REQUIRED_TASK_KEYS = ("ontology", "kind", "metric", "source")
 TEMPLATE_KEYS = {"input", "target", "label", "choices", "answer", "answer_offset", "shuffle", "extract",
-                 "select"}
+                 "select", "spans"}
+SPAN_KEYS = {"tokens", "tags", "begin", "inside", "into"}
 EXTRACT_KEYS = {"field", "pattern", "example"}
 SELECT_KEYS = {"field", "where", "in", "into"}
 SHUFFLE_KEYS = {"fields", "seed", "draw"}
@@ -197,7 +198,10 @@ class Template:
     schema tests build their rows from it). ``select`` (``{field: F, where: W, in: L, into: NAME}`` or a
     list) adds ``NAME``: the items of list ``F`` whose parallel item of list ``W`` is in list ``L``
     (hotpot_qa's paragraphs whose title is a supporting fact). ``{x:concat}`` joins each inner list
-    of ``x`` without a separator (a flat list: the whole list).
+    of ``x`` without a separator (a flat list: the whole list). ``spans`` (``{tokens: T, tags: G,
+    begin: b, inside: i, into: NAME}`` or a list) adds ``NAME``: the tokens of the span that starts at
+    the one token tagged ``b`` and goes on over the tokens tagged ``i`` after it, joined with spaces;
+    a row without exactly one ``b`` tag is dropped (acronym_identification's BIO tags).
     """
 
     input: str
@@ -209,6 +213,7 @@ class Template:
     shuffle: Mapping[str, Any] | None = None
     extract: tuple[Mapping[str, Any], ...] = ()
     select: tuple[Mapping[str, Any], ...] = ()
+    spans: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def derived_fields(self) -> tuple[str, ...]:
@@ -216,7 +221,7 @@ class Template:
         import re
 
         groups = tuple(g for ex in self.extract for g in re.compile(ex["pattern"]).groupindex)
-        selected = tuple(sel["into"] for sel in self.select)
+        selected = tuple(sel["into"] for sel in (*self.select, *self.spans))
         return groups + selected + ((SHUFFLED, SHUFFLED_GOLD) if self.shuffle else ())
 
 
@@ -430,6 +435,22 @@ def _parse_select(node: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _parse_spans(node: Any, where: str) -> tuple[dict[str, Any], ...]:
+    if node is None:
+        return ()
+    items = node if isinstance(node, list) else [node]
+    out = []
+    for item in items:
+        ok = isinstance(item, Mapping) and all(isinstance(item.get(k), str) and item[k] for k in ("tokens", "tags", "into")) \
+            and all(isinstance(item.get(k), (int, str)) and not isinstance(item.get(k), bool) for k in ("begin", "inside"))
+        if not ok:
+            raise RegistryError(f"{where}: template `spans` must be {{tokens: T, tags: G, begin: TAG, inside: TAG, "
+                                f"into: NAME}} or a list of them, got {item!r}")
+        _check_keys(item, SPAN_KEYS, "template spans", where)
+        out.append({k: item[k] for k in ("tokens", "tags", "begin", "inside", "into")})
+    return tuple(out)
+
+
 def _parse_shuffle(node: Any, where: str) -> dict[str, Any] | None:
     if node is None:
         return None
@@ -466,7 +487,8 @@ def _parse_template(node: Any, kind: str, where: str) -> Template | None:
                    answer=node.get("answer"), answer_offset=int(node.get("answer_offset", 0)),
                    shuffle=_parse_shuffle(node.get("shuffle"), where),
                    extract=_parse_extract(node.get("extract"), where),
-                   select=_parse_select(node.get("select"), where))
+                   select=_parse_select(node.get("select"), where),
+                   spans=_parse_spans(node.get("spans"), where))
     if kind == CLASSIFICATION and not tpl.label:
         raise RegistryError(f"{where}: a classification template needs `label` (the gold label field)")
     if kind != CLASSIFICATION and tpl.label:
