@@ -42,9 +42,10 @@ WORDS = ["great", "lovely", "fine", "dull", "bad", "awful"]
 
 @pytest.fixture
 def toy_registry(tmp_path):
-    rows = [{"text": f"the film was {WORDS[i % 6]}", "label": int(i % 6 < 3)} for i in range(48)]
+    # Every text distinct (the take number): prepare refuses a test row that repeats a train or dev row.
+    rows = [{"text": f"the film was {WORDS[i % 6]}, take {i}", "label": int(i % 6 < 3)} for i in range(48)]
     (tmp_path / "sentiment.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sts = [{"text": f"the film was {WORDS[i % 6]}", "score": 5.0 - (i % 6)} for i in range(48)]
+    sts = [{"text": f"the film was {WORDS[i % 6]}, take {i}", "score": 5.0 - (i % 6)} for i in range(48)]
     (tmp_path / "sts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sts))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "toy.yaml").write_text(TOY_REGISTRY)

@@ -256,7 +256,7 @@ tasks:
     kind: regression
     metric: pearson
     source: {type: jsonl, train: sts.jsonl, holdout: 0.25}
-    template: {input: 'the film was {word}', target: '{score:.1f}'}
+    template: {input: 'the film was {word}', target: '{score:.2f}'}
 """
 
 
@@ -265,7 +265,8 @@ def test_regression_on_an_encoder_with_the_classifier_head(tmp_path, capsys):
     from deltaspace.data.registry import load_registry
 
     words = ["great", "lovely", "fine", "dull", "bad", "awful"]
-    rows = [{"word": words[i % 6], "score": 5.0 - (i % 6) + 0.01 * (i % 3)} for i in range(48)]
+    # Every (input, target) distinct: prepare refuses a test row that repeats a train or dev row.
+    rows = [{"word": words[i % 6], "score": 4.5 - 0.8 * (i % 6) + 0.01 * i} for i in range(48)]
     (tmp_path / "sts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "toy.yaml").write_text(REGRESSION_REGISTRY)
