@@ -31,7 +31,6 @@ FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer
 
 # Tasks of those configs still without a full-data source, and why (their registry notes say so too).
 NOT_COVERED = {
-    "proto_qa": "CrossFit reads a GitHub JSONL whose answers.raw mapping keys are the references",
     "wiki_bio": "infobox zipped into 'a: b [n]' pairs, test = 1% of val",
 }
 
@@ -551,6 +550,30 @@ def test_acronym_identification_full_matches_crossfit(tmp_path, monkeypatch, tok
     assert sorted(rows["train"] + rows["dev"]) == sorted(crossfit(hub.rows("train")))
 
 
+def test_proto_qa_full_matches_crossfit(tmp_path, tokenizer):
+    """proto_qa reads iesl/protoqa-data's train.jsonl, as CrossFit's builder does (not the hub)."""
+    import json
+
+    rows = [{"metadata": {"id": f"r{i}"}, "question": {"normalized": f"name something {i} people do at a party",
+                                                       "original": f"Name something {i}"},
+             "answers": {"raw": {f"dance {i}": 20, f"eat {i}": 10, f"drink {i}": 3} if i % 2 else {f"sing {i}": 5},
+                         "clusters": {}}} for i in range(20)]
+    (tmp_path / "data" / "proto_qa").mkdir(parents=True)
+    (tmp_path / "data" / "proto_qa" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = prepare_task("proto_qa", tmp_path / "out", seed=42, backbone="tiny-t5", tokenizer=tokenizer,
+                            options=PrepareOptions(setting="full", max_dev=2, data_dir=str(tmp_path / "data")),
+                            registry=REGISTRY)
+    prepared = load_prepared(tmp_path / "out")
+    # tasks/proto_qa.py: (question.normalized, "\t".join(answers.raw keys)), then the 80/20 carve with seed 42
+    lines = [(dp["question"]["normalized"], list(dp["answers"]["raw"].keys())) for dp in rows]
+    train_lines, test_lines = crossfit_holdout(lines)
+    assert [(r["input"], r["references"]) for r in prepared.rows("test")] == test_lines
+    assert manifest["sizes"] == {"train": 14, "dev": 2, "test": 4}
+    got = [(r["input"], r["references"], r["target"]) for r in prepared.rows("train") + prepared.rows("dev")]
+    assert sorted((i, refs) for i, refs, _ in got) == sorted(train_lines)
+    assert all(target == refs[0] for _, refs, target in got)  # the first key trains
+
+
 def test_extract_needs_a_matching_example():
     from deltaspace.data.registry import _parse_template
 
@@ -625,6 +648,10 @@ def test_format_filters_and_list_index():
     record = {"tokens": ["a", "b", "c"], "name": "Open BSD", "pair": ["x", "y"], "nested": [["a", " b"], ["c"]]}
     assert _FORMATTER.format("{tokens:join}|{name:nospace|lower}|{pair.1}|{tokens}", **record) == "a b c|openbsd|y|a, b, c"
     assert _FORMATTER.format("{nested:concat|join}/{tokens:concat}", **record) == "a b c/abc"
+    from deltaspace.data.prepare import LIST_FILTERS
+
+    assert LIST_FILTERS["keys"]({"b": 1, "a": 2}) == ["b", "a"]
+    assert LIST_FILTERS["sorted_set"]([["b", "a"], ["a"]]) == ["a", "b"] == LIST_FILTERS["flatten"]([["a"], [["b"]]])
 
 
 def test_cli_prepare_full_blimp(tmp_path, monkeypatch, capsys):

@@ -185,10 +185,17 @@ def _flatten(value: Any) -> list[Any]:
     return [x for v in value for x in _flatten(v)]
 
 
+def _keys(value: Any) -> list[Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"`:keys` needs a mapping, got {type(value).__name__}")
+    return list(value)
+
+
 # Format specs of a target that is one list field: they transform the list of references.
 LIST_FILTERS = {
     "flatten": _flatten,  # nested lists -> one flat list
     "sorted_set": lambda v: sorted(set(_flatten(v)), key=str),  # CrossFit's sorted(list(set(answers)))
+    "keys": lambda v: _keys(v),  # a mapping's keys, in order (proto_qa's answers.raw)
 }
 
 
@@ -240,7 +247,10 @@ def _references(task: TaskSpec, record: Record) -> list[str]:
                                     f"the row has fields {', '.join(record.data)}") from None
                 value = None
             for name in chain:
-                value = LIST_FILTERS[name](value)
+                try:
+                    value = LIST_FILTERS[name](value)
+                except TypeError as exc:
+                    raise DataError(f"{record.where}: task {task.name!r}: target {tpl.target!r}: {exc}") from None
         if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value if str(v).strip()]
         return [_render(tpl.target, record, task.name).strip()]
