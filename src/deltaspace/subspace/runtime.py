@@ -120,7 +120,7 @@ class BlendedTaskStream:
     Each epoch every task's sample is shuffled and cut into batches, and the batches of all tasks
     are shuffled together; so one epoch shows every sampled instance once, and a task's share of
     the steps is its share of the blend (COPA's 400 rows are 400 of 1.2M, not 1/60 of the steps as
-    in a round-robin, which cycled it for hundreds of epochs). A batch holds one task: each task
+    in a round-robin, which cycled them 50 times over unified-dt's 300,000 steps at batch 4). A batch holds one task: each task
     decodes its own θ̄ and has its own head, and the expected gradient is the mixed batch's.
     Resumes exactly: an epoch's order depends only on ``seed`` and the epoch number.
     """
