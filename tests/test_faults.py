@@ -6,8 +6,8 @@ counts, and `test_docs_table_lists_exactly_these_probes` keeps the two in step
 (`python tests/test_faults.py` prints the table to paste).
 
 Kills happen at a random step (the seed is in every failure message; FAULT_SEED=N repeats one):
-a wrapper around the CLI prints a line per optimizer step and slows each step a little, and the
-test signals the subprocess after a random number of them. The rerun happens in this process, so
+a wrapper around the CLI prints a line per optimizer step and pauses at the chosen one, and the
+test signals the subprocess when it sees that step's line. The rerun happens in this process, so
 the subprocess gets this process's thread count (OMP_NUM_THREADS): θ and the result rows must
 equal an uninterrupted run's bit for bit.
 """
@@ -109,15 +109,20 @@ def test_docs_table_lists_exactly_these_probes():
 
 # ================================================================ kills of the training commands
 
+# Prints a line per optimizer step, and pauses at step FAULT_PAUSE_AT (the signal's step) long
+# enough for the signal to land there even on a loaded machine.
 WRAPPER = textwrap.dedent("""\
-    import sys, time
+    import os, sys, time
     import deltaspace.train.loop as loop
+
+    PAUSE_AT, seen = int(os.environ["FAULT_PAUSE_AT"]), [0]
 
     class Bar(loop.tqdm):
         def update(self, n=1):
             out = super().update(n)
+            seen[0] += 1
             print("STEP", flush=True)
-            time.sleep(0.03)
+            time.sleep(1.0 if seen[0] == PAUSE_AT else 0.01)
             return out
 
     loop.tqdm = Bar
@@ -202,7 +207,7 @@ def baseline(name: str, pipe) -> dict:
 def kill_at_random_step(argv: list[str], sig: int, wrapper: Path, rng: random.Random) -> tuple[int, int, str]:
     """Run the CLI in a subprocess and send ``sig`` after a random number of optimizer steps."""
     target = rng.randint(1, STEPS - 4)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "FAULT_PAUSE_AT": str(target)}
     proc = subprocess.Popen([sys.executable, str(wrapper), *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     seen, log = 0, []
