@@ -200,6 +200,8 @@ def test_every_registry_hub_pair_is_recorded_or_explained():
     missing = sorted(named - set(SCHEMAS.schemas) - set(SCHEMAS.not_covered), key=str)
     assert missing == [], f"record these hub (id, config) pairs in {hs.SCHEMA_FILE.name}: {missing}"
     assert all(reason for reason in SCHEMAS.not_covered.values())
+    stale = sorted(set(SCHEMAS.not_covered) - named, key=str)
+    assert stale == [], f"not_covered pairs no task names any more (drop them): {stale}"
 
 
 # --------------------------------------------------------------------------- negative cases
