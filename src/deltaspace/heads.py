@@ -16,6 +16,12 @@ encoders (LM-BFF; its §5.2 and Table 4): the frozen pretrained masked-LM head s
 label words at a [MASK], appended as ``[CLS] x [SEP] [MASK] [SEP]`` or placed by the task's manual
 template. Regression (STS-B) reads the probability of the ``high`` word against ``low``.
 
+``CausalLMHead`` is the decoder-only setting (Llama, Qwen2, GPT-2): the model reads prompt +
+target, the loss is the token-averaged causal LM loss on the target tokens only (prompt and
+padding masked), and evaluation greedily decodes after the left-padded prompt until EOS.
+``LikelihoodHead`` (``--head likelihood``, decoders) classifies by the likelihood of each
+verbalizer after the prompt: cross-entropy over the verbalizers' summed log-probabilities.
+
 Batches come from :mod:`deltaspace.train.batching`: ``input_ids``, ``attention_mask``, and
 ``labels`` (target ids, -100 on padding) for seq2seq or ``label`` (class index) for encoders,
 plus ``score`` (float target) for regression tasks on encoders.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import ENCODER, Backbone
+from .backbones import DECODER, ENCODER, Backbone
 from .data.registry import MASK
 from .deltas import Delta
 
@@ -47,6 +53,81 @@ class Seq2SeqHead:
         out = model.generate(**self._inputs(batch), max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                              use_cache=self.delta.method.supports_kv_cache)
         return [t.strip() for t in self.backbone.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+class CausalLMHead:
+    """Causal LM loss on the target tokens of prompt + target; greedy decoding after the prompt."""
+
+    def __init__(self, backbone: Backbone, delta: Delta, max_new_tokens: int = 64) -> None:
+        self.backbone, self.delta, self.max_new_tokens = backbone, delta, max_new_tokens
+
+    def token_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Next-token logits at every real position (a soft prompt's slots dropped)."""
+        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
+        return self.backbone.model(**inputs, use_cache=False).logits[:, -input_ids.shape[1]:]
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        logits = self.token_logits(batch["input_ids"], batch["attention_mask"])
+        labels = batch["labels"][:, 1:]  # position t predicts token t+1
+        return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                           ignore_index=-100)
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[str]:
+        tokenizer = self.backbone.tokenizer
+        prompt = batch["prompt_ids"]
+        inputs = self.delta.prepare_inputs({"input_ids": prompt, "attention_mask": batch["prompt_mask"]})
+        out = self.backbone.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                           num_beams=1, use_cache=self.delta.method.supports_kv_cache,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                           temperature=None, top_p=None, top_k=None)
+        if "input_ids" in inputs:  # generate returns the prompt too, unless it read embeddings (soft prompt)
+            out = out[:, prompt.shape[1]:]
+        return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+class LikelihoodHead(CausalLMHead):
+    """Classification on a decoder by the likelihood of each verbalizer after the prompt."""
+
+    def __init__(self, backbone: Backbone, delta: Delta, verbalizers: list[str] | None) -> None:
+        if not verbalizers:
+            raise ValueError("--head likelihood scores a classification task's verbalizers; this task has none "
+                             "(use the default head, which generates the answer)")
+        super().__init__(backbone, delta)
+        from .data.prepare import decoder_prompt
+
+        tokenizer = backbone.tokenizer
+        lead = decoder_prompt(tokenizer, backbone.spec.chat)[2]
+        self.verbalizers = verbalizers
+        self.options = [list(tokenizer(lead + v, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+                        for v in verbalizers]
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """(batch, verbalizers): the summed log-probability of each verbalizer (and EOS) after the prompt."""
+        prompt, mask = batch["prompt_ids"], batch["prompt_mask"].bool()
+        prompts = [prompt[i][mask[i]].tolist() for i in range(len(prompt))]
+        seqs = [(p, o) for p in prompts for o in self.options]
+        width = max(len(p) + len(o) for p, o in seqs)
+        pad = self.backbone.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for i, (p, o) in enumerate(seqs):
+            ids[i, :len(p) + len(o)] = torch.tensor(p + o)
+            attention[i, :len(p) + len(o)] = 1
+            labels[i, len(p):len(p) + len(o)] = torch.tensor(o)
+        ids, attention, labels = (t.to(prompt.device) for t in (ids, attention, labels))
+        logp = self.token_logits(ids, attention)[:, :-1].float().log_softmax(-1)
+        target = labels[:, 1:]
+        picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (target != -100)
+        return picked.sum(-1).view(len(prompts), len(self.options))
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(batch), batch["label"])
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[str]:
+        return [self.verbalizers[i] for i in self.logits(batch).argmax(-1).tolist()]
 
 
 class LabelHead:
@@ -240,6 +321,9 @@ def task_head(backbone: Backbone, delta: Delta, data, head: str = "label"):
     verbalizers, whether it regresses, and for the masked-LM heads its prompt and input length."""
     extra = {"prompt": data.manifest.get("prompt"), "max_length": data.manifest["max_input_length"]} \
         if head in MLM_HEADS else {}
+    if delta.backbone.kind == DECODER and head == "label":
+        # decoding stops at EOS; the target's token budget bounds a model that never emits it
+        extra = {"max_new_tokens": int(data.manifest.get("max_target_length") or 64)}
     return make_head(backbone, delta, data.verbalizers, head=head, regression=data.regression, **extra)
 
 
@@ -260,7 +344,7 @@ def training_loss(delta: Delta, head, theta: torch.Tensor, batch: dict) -> torch
 
 #: ``--head`` values: the parameter-free default of the backbone's kind, the trainable classifier,
 #: or the pretrained masked-LM head over label words (without or with the task's manual template).
-HEADS = ("label", "classifier", *MLM_HEADS)
+HEADS = ("label", "classifier", *MLM_HEADS, "likelihood")
 
 
 def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = None, *, head: str = "label",
@@ -272,6 +356,10 @@ def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = 
     give the task's ``prompt`` and ``max_length``, see :func:`task_head`)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEADS)}")
+    if head == "likelihood":
+        if backbone.kind != DECODER:
+            raise ValueError(f"--head likelihood is for decoder-only backbones; {backbone.name!r} is {backbone.kind}")
+        return LikelihoodHead(backbone, delta, verbalizers)
     if head != "label" and backbone.kind != ENCODER:
         raise ValueError(f"--head {head} is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
                          "generates its labels as text (use the default --head label)")
@@ -289,4 +377,6 @@ def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = 
             raise ValueError(f"a regression task on encoder backbone {backbone.name!r} needs a trainable output: "
                              "use --head classifier (or --head mlm / mlm-template, for a task with a prompt)")
         return LabelHead(backbone, delta, verbalizers or [], **kwargs)
+    if backbone.kind == DECODER:
+        return CausalLMHead(backbone, delta, **kwargs)
     return Seq2SeqHead(backbone, delta, **kwargs)

@@ -607,6 +607,47 @@ def tokenize(examples: Sequence[Example], tokenizer: Any, encoder: bool, max_inp
     return inputs, targets
 
 
+#: Where a decoder-only prompt puts the task input; the rest of the prompt is the format's.
+_SLOT = "\u0000INPUT\u0000"
+
+
+def decoder_prompt(tokenizer: Any, chat: bool) -> tuple[str, str, str]:
+    """(text before the input, text after it, text in front of the target) of a decoder's prompt.
+
+    Instruction-tuned models (``chat``) get the tokenizer's chat template with the input as the
+    user's message and the answer as the assistant's; base models get ``{input}\nAnswer:`` and
+    `` {target}``."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False,
+                                                 add_generation_prompt=True)
+        before, after = rendered.split(_SLOT)
+        return before, after, ""
+    return "", "\nAnswer:", " "
+
+
+def tokenize_decoder(examples: Sequence[Example], tokenizer: Any, chat: bool, max_input_length: int,
+                     max_target_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt ids and target ids for a decoder-only backbone: the model reads prompt + target and
+    learns the target tokens only. The input is truncated inside the prompt, so the answer cue
+    stays at its end; the target ends with EOS, where greedy decoding stops. A leading special
+    token the tokenizer adds (Llama 3's BOS) is kept; a trailing one (ByT5's EOS) is dropped."""
+    if not examples:
+        return [], []
+    before, after, lead = decoder_prompt(tokenizer, chat)
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    full, bare = tokenizer("a")["input_ids"], ids("a")
+    start = list(full[:len(full) - len(bare)]) if full[-len(bare):] == bare else []
+    head, tail = start + ids(before), ids(after)
+    budget = max(1, max_input_length - len(head) - len(tail))
+    eos = tokenizer.eos_token_id
+    inputs = [head + ids(e.input)[:budget] + tail for e in examples]
+    targets = [ids(lead + e.target)[:max(1, max_target_length - 1)] + [eos] for e in examples]
+    return inputs, targets
+
+
 def _table(examples: Sequence[Example], input_ids: list[list[int]], target_ids: list[list[int]]) -> pa.Table:
     return pa.table({
         "idx": [e.idx for e in examples],
@@ -657,7 +698,8 @@ def prepare_task(task: TaskSpec | str, out_dir: str | os.PathLike, *, seed: int,
 
     registry = registry or load_registry()
     spec = registry.get(task) if isinstance(task, str) else task
-    encoder = backbones.backbone_spec(backbone).kind == backbones.ENCODER
+    backbone_spec = backbones.backbone_spec(backbone)
+    encoder = backbone_spec.kind == backbones.ENCODER
     if encoder and spec.kind == GENERATION:
         # Regression is fine: the rows keep the number as `target` text, which the trainable
         # classifier head (`--head classifier`) or the masked-LM heads' two label words regress on.
@@ -674,8 +716,12 @@ def prepare_task(task: TaskSpec | str, out_dir: str | os.PathLike, *, seed: int,
 
     splits, verbalizers, source = build_examples(spec, seed, options)
     tokenizer = tokenizer if tokenizer is not None else backbones.load_tokenizer(backbone)
-    tables = {split: _table(examples, *tokenize(examples, tokenizer, encoder, max_in, max_out))
-              for split, examples in splits.items()}
+    if backbone_spec.kind == backbones.DECODER:
+        tables = {split: _table(examples, *tokenize_decoder(examples, tokenizer, backbone_spec.chat, max_in, max_out))
+                  for split, examples in splits.items()}
+    else:
+        tables = {split: _table(examples, *tokenize(examples, tokenizer, encoder, max_in, max_out))
+                  for split, examples in splits.items()}
     manifest = {
         "format_version": FORMAT_VERSION,
         "task": spec.name,

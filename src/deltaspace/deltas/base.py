@@ -50,7 +50,7 @@ class DeltaMethod:
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
-    families: ClassVar[tuple[str, ...]] = ("t5", "bart", "bert", "roberta", "deberta-v2")
+    families: ClassVar[tuple[str, ...]] = ("t5", "bart", "bert", "roberta", "deberta-v2", "llama", "qwen2")
     #: False when the method changes keys/values per call, so decoding cannot reuse a KV cache.
     supports_kv_cache: ClassVar[bool] = True
 

@@ -26,6 +26,7 @@ from .targets import TARGETS, matching_modules
 class BitFit(DeltaMethod):
     name = "bitfit"
     defaults = {"mlm_head": True}
+    families = DeltaMethod.families + ("gpt2",)
 
     def install(self, backbone: Backbone) -> list[nn.Parameter]:
         params = []

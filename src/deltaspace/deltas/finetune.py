@@ -35,6 +35,7 @@ class BackboneWeights(DeltaMethod):
 class FineTune(BackboneWeights):
     name = "finetune"
     defaults = {}
+    families = DeltaMethod.families + ("gpt2",)
 
     def select(self, backbone: Backbone) -> list[nn.Parameter]:
         return list(backbone.model.parameters())  # de-duplicated: tied weights appear once

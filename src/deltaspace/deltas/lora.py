@@ -23,6 +23,7 @@ from .targets import target_set
 class LoRA(DeltaMethod):
     name = "lora"
     defaults = {"r": 10, "alpha": 16.0, "targets": "qv"}
+    families = DeltaMethod.families + ("gpt2",)  # peft wraps GPT-2's fused Conv1D c_attn too
 
     def install(self, backbone: Backbone) -> list[nn.Parameter]:
         from peft import LoraConfig, inject_adapter_in_model

@@ -127,7 +127,7 @@ class LowRankMethod(DeltaMethod):
     """A decomposed ∆W on every targeted Linear (``targets``: "all" or "qv")."""
 
     form: str = "ab"
-    families = ("t5", "bart", "bert", "roberta", "deberta-v2")
+    families = ("t5", "bart", "bert", "roberta", "deberta-v2", "llama", "qwen2")
 
     def scale(self) -> float:
         return self.options["alpha"] / self.options["r"]

@@ -20,7 +20,10 @@ backbone here except T5 v1.1 small (6 · 64 = 384 against d = 512).
 
 Mechanics: a pre-hook on each self-attention module hands it a stand-in KV cache that puts
 the layer's prefix rows in front of its keys and values (wrapping the real cache while
-decoding), and widens the attention mask with m always-visible columns. On T5 the prefix slots
+decoding), and widens the attention mask with m always-visible columns. On decoder-only backbones
+(Llama, Qwen2, GPT-2) the one self-attention stack gets its prefix through the same stand-in; a row
+holds the model's key/value heads (grouped-query attention has fewer than query heads), and rotary
+embeddings rotate only the real keys, so prefix keys carry no position. On T5 the prefix slots
 take positions 0..m-1 and real tokens m..m+n-1 for the relative position bias, as the
 reference implementation does (anchors §1.1).
 """
@@ -138,7 +141,7 @@ class _AttentionPrefix:
 class Prefix(DeltaMethod):
     name = "prefix"
     defaults = {"m": 120, "hidden": 24, "reparameterize": True, "cross": False}
-    families = ("t5", "bart", "bert", "roberta")
+    families = ("t5", "bart", "bert", "roberta", "llama", "qwen2", "gpt2")
 
     def install(self, backbone: Backbone) -> list[nn.Parameter]:
         if backbone.family not in self.families:
@@ -148,7 +151,7 @@ class Prefix(DeltaMethod):
         targets = TARGETS[backbone.family]
         stacks: dict[str, list[nn.Module]] = {}
         for name, module in matching_modules(model, targets.self_attention):
-            stack_name = "decoder" if ".decoder." in f".{name}" else "encoder"
+            stack_name = "decoder" if ".decoder." in f".{name}" or backbone.kind == "decoder" else "encoder"
             stacks.setdefault(stack_name, []).append(module)
         if self.options["cross"]:
             if backbone.kind != "seq2seq":
@@ -161,6 +164,11 @@ class Prefix(DeltaMethod):
             or config.num_attention_heads
         d_kv = getattr(config, "d_kv", None) if backbone.family == "t5" else None
         width = heads * d_kv if d_kv else d
+        if getattr(config, "num_key_value_heads", None):
+            # grouped-query attention (Llama 3, Qwen2.5, SmolLM2): a prefix row holds the layer's
+            # key/value heads, which the model repeats for its query heads after the cache
+            heads = config.num_key_value_heads
+            width = heads * (getattr(config, "head_dim", None) or d // config.num_attention_heads)
         device = next(model.parameters()).device
         params = []
         for stack_name, modules in sorted(stacks.items()):

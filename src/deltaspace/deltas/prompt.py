@@ -25,6 +25,7 @@ class PromptTable(nn.Module):
 class Prompt(DeltaMethod):
     name = "prompt"
     defaults = {"n": 100}
+    families = DeltaMethod.families + ("gpt2",)
 
     def install(self, backbone: Backbone) -> list[nn.Parameter]:
         device = next(backbone.model.parameters()).device

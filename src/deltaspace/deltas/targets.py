@@ -39,6 +39,19 @@ _BERT_LIKE = FamilyTargets(
     key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key|value)|intermediate\.dense)",
 )
 
+# Decoder-only Llama-style blocks (Llama, Qwen2, Mistral, SmolLM2): model.layers.N.{self_attn,mlp}.
+# The gated FFN has two up-projections; as on T5 v1.1, the linear branch up_proj is the one to scale.
+_LLAMA_LIKE = FamilyTargets(
+    query_value=r".*\.layers\.\d+\.self_attn\.(q_proj|v_proj)",
+    sublayer_out=r".*\.layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)",
+    self_attention=r".*\.layers\.\d+\.self_attn",
+    key="k_proj", value="v_proj",
+    linear=r".*\.layers\.\d+\..*",
+    all_linear=r".*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))",
+    ffn_out=r".*\.layers\.\d+\.mlp\.down_proj",
+    key_value_ffn_up=r".*\.layers\.\d+\.(self_attn\.(k_proj|v_proj)|mlp\.up_proj)",
+)
+
 TARGETS: dict[str, FamilyTargets] = {
     "t5": FamilyTargets(
         query_value=r".*\.(SelfAttention|EncDecAttention)\.(q|v)",
@@ -76,7 +89,26 @@ TARGETS: dict[str, FamilyTargets] = {
         ffn_out=_BERT_LIKE.ffn_out,
         key_value_ffn_up=r".*\.layer\.\d+\.(attention\.self\.(key_proj|value_proj)|intermediate\.dense)",
     ),
+    "llama": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    # GPT-2 keeps Q, K and V in one fused Conv1D (c_attn), so "qv" adapts all three (as peft's default
+    # for GPT-2 does); its Conv1D layers are not nn.Linear, so only the methods whose families list
+    # gpt2 (LoRA, prefix, prompt, BitFit, fine-tuning) run on it.
+    "gpt2": FamilyTargets(
+        query_value=r".*\.h\.\d+\.attn\.c_attn",
+        sublayer_out=r".*\.h\.\d+\.(attn\.c_proj|mlp\.c_proj)",
+        self_attention=r".*\.h\.\d+\.attn",
+        key="c_attn", value="c_attn",
+        linear=r".*\.h\.\d+\..*",
+        all_linear=r".*\.h\.\d+\.(attn\.(c_attn|c_proj)|mlp\.(c_fc|c_proj))",
+        ffn_out=r".*\.h\.\d+\.mlp\.c_proj",
+        key_value_ffn_up=r"(?!)",
+    ),
 }
+
+#: Families of the decoder-only backbones that every Linear-based method supports (GPT-2's Conv1D
+#: layers only take the methods that list "gpt2" in their families).
+LLAMA_FAMILIES = ("llama", "qwen2")
 
 
 def matching_modules(model: nn.Module, pattern: str, kind: type = nn.Module) -> list[tuple[str, nn.Module]]:

@@ -75,6 +75,8 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
         ids[i, :n] = torch.tensor(list(r["input_ids"]), dtype=torch.long)
         mask[i, :n] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
+    if kind == "decoder":
+        return _collate_decoder(rows, pad_id, task_index)
     if kind == "seq2seq":
         twidth = max(len(r["target_ids"]) for r in rows)
         labels = torch.full((len(rows), twidth), -100, dtype=torch.long)
@@ -85,6 +87,35 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
         batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
         if regression:
             batch["score"] = torch.as_tensor([target_value(r) for r in rows], dtype=torch.float32)
+    if task_index is not None:
+        batch["task_index"] = torch.full((len(rows),), task_index, dtype=torch.long)
+    return batch
+
+
+def _collate_decoder(rows: list[dict], pad_id: int, task_index: int | None) -> dict[str, torch.Tensor]:
+    """A decoder-only batch: ``input_ids`` = prompt + target (right-padded) with ``labels`` -100 on
+    the prompt and the padding, for the causal LM loss; ``prompt_ids`` / ``prompt_mask`` = the
+    prompt alone, left-padded, where greedy decoding starts; ``label`` (class index) where every
+    row has one (the likelihood head)."""
+    seqs = [list(r["input_ids"]) + list(r["target_ids"]) for r in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    pwidth = max(len(r["input_ids"]) for r in rows)
+    prompt = torch.full((len(rows), pwidth), pad_id, dtype=torch.long)
+    pmask = torch.zeros((len(rows), pwidth), dtype=torch.long)
+    for i, (r, seq) in enumerate(zip(rows, seqs)):
+        n, p = len(seq), len(r["input_ids"])
+        ids[i, :n] = torch.tensor(seq, dtype=torch.long)
+        mask[i, :n] = 1
+        labels[i, p:n] = torch.tensor(seq[p:], dtype=torch.long)
+        prompt[i, pwidth - p:] = torch.tensor(seq[:p], dtype=torch.long)
+        pmask[i, pwidth - p:] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "prompt_ids": prompt, "prompt_mask": pmask}
+    labels_of = [r.get("label") for r in rows]
+    if all(label is not None and int(label) >= 0 for label in labels_of):  # -1: generation/regression rows
+        batch["label"] = torch.as_tensor([int(label) for label in labels_of], dtype=torch.long)
     if task_index is not None:
         batch["task_index"] = torch.full((len(rows),), task_index, dtype=torch.long)
     return batch
