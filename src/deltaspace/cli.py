@@ -16,6 +16,7 @@ COMMANDS = {
     "tasks": "deltaspace.data.commands",
     "prepare": "deltaspace.data.commands",
     "train": "deltaspace.train.commands",
+    "train-fused": "deltaspace.train.fused",
     "task-transfer": "deltaspace.train.transfer",
     "efficiency": "deltaspace.efficiency",
     "fit-subspace": "deltaspace.subspace.commands",

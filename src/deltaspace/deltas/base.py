@@ -53,6 +53,9 @@ class DeltaMethod:
     families: ClassVar[tuple[str, ...]] = ("t5", "bart", "bert", "roberta", "deberta-v2", "llama", "qwen2")
     #: False when the method changes keys/values per call, so decoding cannot reuse a KV cache.
     supports_kv_cache: ClassVar[bool] = True
+    #: True when the method rewrites keys or masks inside attention (prefix tuning), which only the eager
+    #: attention implementation exposes; every other method runs on PyTorch's SDPA.
+    needs_eager_attention: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = resolve_options(self.name, self.defaults, options)

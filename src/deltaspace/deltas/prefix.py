@@ -94,12 +94,15 @@ class _PrefixedCache:
         self.rows, self.heads, self.inner = rows, heads, inner  # rows: (2, m, d)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.rows.shape[1] + (self.inner.get_seq_length(layer_idx) if self.inner is not None else 0)
+        return self.rows.shape[-2] + (self.inner.get_seq_length(layer_idx) if self.inner is not None else 0)
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
         if self.inner is not None:
             keys, values = self.inner.update(keys, values, layer_idx, *args, **kwargs)
-        batch, m = keys.shape[0], self.rows.shape[1]
+        batch, m = keys.shape[0], self.rows.shape[-2]
+        if self.rows.dim() == 4:  # one prefix per row, (2, batch, m, d): fused runs (deltaspace.train.fused)
+            rows = self.rows.to(keys.dtype).view(2, batch, m, self.heads, -1).transpose(2, 3)
+            return torch.cat([rows[0], keys], dim=2), torch.cat([rows[1], values], dim=2)
         rows = self.rows.to(keys.dtype).view(2, m, self.heads, -1).transpose(1, 2)  # (2, heads, m, d_head)
         return (torch.cat([rows[0].expand(batch, -1, -1, -1), keys], dim=2),
                 torch.cat([rows[1].expand(batch, -1, -1, -1), values], dim=2))
@@ -142,6 +145,7 @@ class Prefix(DeltaMethod):
     name = "prefix"
     defaults = {"m": 120, "hidden": 24, "reparameterize": True, "cross": False}
     families = ("t5", "bart", "bert", "roberta", "llama", "qwen2", "gpt2")
+    needs_eager_attention = True  # it extends keys and 4-D masks inside attention
 
     def install(self, backbone: Backbone) -> list[nn.Parameter]:
         if backbone.family not in self.families:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -239,26 +239,85 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
     generalization gap, Table 7, notes A23: train minus dev metric at the selected checkpoint). The
     sample is drawn with a fixed seed, so every method and seed of a task is scored on the same rows.
     """
-    started = time.perf_counter()
-    out = Path(out)
-    record = record or {}
-    bad = sorted(set(record) & set(PROTECTED_COLUMNS))
+    setup = setup_stage0(data_dir, method, backbone_name, options, cfg, out, experiment=experiment,
+                         setting=setting, eval_batch_size=eval_batch_size, head=head, epochs=epochs,
+                         init_from=init_from, record=record, train_eval=train_eval)
+    outcome = run_loop(setup.objective, setup.stream, setup.cfg, setup.out,
+                       tokens_per_batch=lambda b: b["attention_mask"].sum(), progress=progress,
+                       stop_after=stop_after, desc=setup.desc)
+    return finish_stage0(setup, outcome)
+
+
+@dataclass
+class Stage0Setup:
+    """Everything one stage-0 run holds between its setup and its result row: what
+    :func:`train_stage0` trains with :func:`run_loop`, and fused runs (:mod:`.fused`) step together."""
+
+    started: float
+    out: Path
+    data: TaskData
+    method: str
+    backbone_name: str
+    backbone_parameters: int
+    cfg: LoopConfig
+    delta: Delta
+    head: object
+    head_name: str
+    rows: object  # split -> rows in the head's format
+    objective: ThetaObjective
+    stream: BatchStream
+    chosen: Path | None
+    experiment: str
+    setting: str
+    eval_batch_size: int
+    epochs: float | None
+    record: dict
+    train_eval: int | None
+
+    @property
+    def desc(self) -> str:
+        return f"{self.data.name}/{self.method}"
+
+
+def resolve_stage0(data_dir: str | Path, method: str, options: dict, cfg: LoopConfig, *, head: str = "label",
+                   epochs: float | None = None, record: dict | None = None):
+    """The task data and the run's final method, options and loop settings (before any backbone loads)."""
+    bad = sorted(set(record or {}) & set(PROTECTED_COLUMNS))
     if bad:
         raise ValueError(f"record: {', '.join(bad)} are provenance columns and cannot be overridden")
     data = load_task_data(data_dir)
-    check_backbone_matches(data, backbone_name)
     if epochs is not None:
         cfg = replace(cfg, steps=epoch_steps(epochs, len(data.splits["train"]), cfg.batch_size))
     if head == "classifier":
         method, options = with_classifier(method, options, data)
+    return data, method, options, cfg
+
+
+def setup_stage0(data_dir: str | Path, method: str, backbone_name: str, options: dict, cfg: LoopConfig,
+                 out: str | Path, *, experiment: str = "adhoc", setting: str = "single", eval_batch_size: int = 32,
+                 head: str = "label", epochs: float | None = None, init_from: list[str | Path] | None = None,
+                 record: dict | None = None, train_eval: int | None = None,
+                 shared: tuple | None = None) -> Stage0Setup:
+    """Load the data, the backbone (or take ``shared`` = (backbone, delta, backbone_parameters), one
+    backbone with the method installed that fused runs share) and build the objective and stream."""
+    started = time.perf_counter()
+    out = Path(out)
+    record = record or {}
+    data, method, options, cfg = resolve_stage0(data_dir, method, options, cfg, head=head, epochs=epochs,
+                                                record=record)
+    check_backbone_matches(data, backbone_name)
     chosen = best_run(init_from) if init_from else None
-    backbone = load_backbone(backbone_name, seed=cfg.seed, mlm_head=head in MLM_HEADS)
-    backbone_parameters = backbone.num_parameters  # before the delta adds any
-    if head == "classifier" and backbone.kind != ENCODER:
-        raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind} and "
-                         "generates its labels as text (use the default --head label)")
-    backbone.model.to(device())
-    delta = build_delta(method, backbone, **options)
+    if shared is None:
+        backbone = load_backbone(backbone_name, seed=cfg.seed, mlm_head=head in MLM_HEADS,
+                                 attn_implementation=attention_for(method))
+        backbone_parameters = backbone.num_parameters  # before the delta adds any
+        if head == "classifier" and backbone.kind != ENCODER:
+            raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind} "
+                             "and generates its labels as text (use the default --head label)")
+        backbone.model.to(device())
+        delta = build_delta(method, backbone, **options)
+    else:
+        backbone, delta, backbone_parameters = shared
     head_of_task = task_head(backbone, delta, data, head)
 
     def rows(split: str) -> list[dict]:  # the masked-LM heads read their own input format
@@ -271,8 +330,24 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
                                frozen=frozen)
     stream = BatchStream(rows("train"), cfg.batch_size, cfg.seed, backbone.tokenizer.pad_token_id,
                          backbone.kind, regression=data.regression)
-    outcome = run_loop(objective, stream, cfg, out, tokens_per_batch=lambda b: b["attention_mask"].sum(),
-                       progress=progress, stop_after=stop_after, desc=f"{data.name}/{method}")
+    return Stage0Setup(started, out, data, method, backbone_name, backbone_parameters, cfg, delta, head_of_task,
+                       head, rows, objective, stream, chosen, experiment, setting, eval_batch_size, epochs, record,
+                       train_eval)
+
+
+def attention_for(method: str) -> str:
+    """SDPA unless a component of ``method`` needs eager attention (prefix tuning extends keys and masks)."""
+    from ..deltas.registry import component_classes
+
+    eager = any(getattr(cls, "needs_eager_attention", False) for cls in component_classes(method))
+    return "eager" if eager else "sdpa"
+
+
+def finish_stage0(s: Stage0Setup, outcome) -> pd.DataFrame:
+    """Test the best dev step and write θ, the curve and the result row (then drop the checkpoint)."""
+    delta, head_of_task, data, cfg, out, rows = s.delta, s.head, s.data, s.cfg, s.out, s.rows
+    method, backbone_name, chosen, epochs, head = s.method, s.backbone_name, s.chosen, s.epochs, s.head_name
+    experiment, setting, eval_batch_size, train_eval = s.experiment, s.setting, s.eval_batch_size, s.train_eval
     theta = outcome.best_snapshot["theta"]
     test = evaluate_rows(delta, head_of_task, theta, rows("test"), data.metric, eval_batch_size)
     train_metric = None
@@ -288,7 +363,7 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
               "setting": setting}
     # New settings enter the hash only when used, so the hashes of plain runs stay as they were.
     extras = {"head": head if head != "label" else None, "epochs": epochs, "train_eval": train_eval,
-              "init_from": str(chosen) if chosen is not None else None, "record": record or None}
+              "init_from": str(chosen) if chosen is not None else None, "record": s.record or None}
     config.update({k: v for k, v in extras.items() if v is not None})
     row = {"experiment": experiment, "stage": "stage0", "setting": setting, "task": data.name, "method": method,
            "source_method": method, "target_method": method, "backbone": backbone_name, "seed": cfg.seed,
@@ -297,9 +372,11 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
            "head": head, "init_from": str(chosen) if chosen is not None else None,
            "best_step": outcome.best_step, "dev_metric": outcome.best_dev,
            "test_metric": test, "metric": data.metric, "size": delta.size,
-           "backbone_parameters": backbone_parameters,
-           **({"train_metric": train_metric} if train_metric is not None else {}), **provenance(config, time.perf_counter() - started)}
-    row.update(record)
+           "head_size": head_size(delta),
+           "backbone_parameters": s.backbone_parameters,
+           **({"train_metric": train_metric} if train_metric is not None else {}),
+           **provenance(config, time.perf_counter() - s.started)}
+    row.update(s.record)
     result = pd.DataFrame([row])
     write_parquet(result, out / "result.parquet")
     (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -324,3 +401,15 @@ def load_theta(path: str | Path) -> tuple[torch.Tensor, dict]:
 
     path = Path(path)
     return load_file(str(path / "theta.safetensors"))["theta"], json.loads((path / "theta.json").read_text())
+
+
+def head_size(delta) -> int:
+    """The part of |θ| that is the trainable classifier head (``--head classifier``), else 0.
+
+    The decomposition paper's ‰Params column does not count the head; its spec subtracts this.
+    """
+    from ..deltas.combined import Combined
+
+    if isinstance(delta.method, Combined):
+        return int(delta.method.component_sizes(delta.manifest).get("classifier", 0))
+    return int(delta.size) if delta.method.name == "classifier" else 0
