@@ -30,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIGS = ("udt-multi", "udt-simplified", "survey-table3", "survey-transfer")
 
 # Tasks of those configs still without a full-data source, and why (their registry notes say so too).
-NOT_COVERED = {
-    "wiki_bio": "infobox zipped into 'a: b [n]' pairs, test = 1% of val",
-}
+# None is left: wiki_bio, the last one, prepares from the hub through its row builder (tests/test_builders.py).
+NOT_COVERED: dict[str, str] = {}
 
 
 def norm(text: str) -> str:
@@ -551,7 +550,8 @@ def test_acronym_identification_full_matches_crossfit(tmp_path, monkeypatch, tok
 
 
 def test_proto_qa_full_matches_crossfit(tmp_path, tokenizer):
-    """proto_qa reads iesl/protoqa-data's train.jsonl, as CrossFit's builder does (not the hub)."""
+    """proto_qa reads iesl/protoqa-data's train.jsonl, as CrossFit's builder does (not the hub); a copy
+    in the data folder (CrossFit's layout) is used without downloading (tests/test_builders.py: the url source)."""
     import json
 
     rows = [{"metadata": {"id": f"r{i}"}, "question": {"normalized": f"name something {i} people do at a party",
@@ -622,7 +622,8 @@ def test_not_covered_list_is_current():
 def test_the_full_setting_still_refuses_crossfit_tsv():
     with pytest.raises(Exception, match="CrossFit TSV files are few-shot samples"):
         prepare_task("wiki_bio", "/nonexistent", seed=1, backbone="tiny-t5",
-                     options=PrepareOptions(setting="full"), tokenizer=ByT5Tokenizer(), registry=REGISTRY)
+                     options=PrepareOptions(setting="full", source="crossfit_tsv"), tokenizer=ByT5Tokenizer(),
+                     registry=REGISTRY)
 
 
 # --------------------------------------------------------------------------- the template extensions

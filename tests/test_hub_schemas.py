@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from deltaspace.data import hub_schemas as hs
+from deltaspace.data.builders import get_builder
 from deltaspace.data.loaders import DataError
 from deltaspace.data.prepare import LabelError, PrepareOptions, load_prepared, prepare_task
 from deltaspace.data.registry import CLASSIFICATION, GENERATION, SourceSpec, load_registry
@@ -34,8 +35,13 @@ def _hub_tasks():
 
 
 def _preparable():
-    """Tasks that prepare from a hub source: one with a template (template: null tasks use TSV)."""
-    return [t for t in _hub_tasks() if t.template is not None]
+    """Tasks that prepare from a hub source: with a template, or a row builder on that source
+    (other template: null tasks use TSV)."""
+    return [t for t in _hub_tasks() if any(t.usable(s) for s in hs.hub_sources(t))]
+
+
+def _builder(source: SourceSpec):
+    return get_builder(source.get("builder")) if source.get("builder") else None
 
 
 def _exception(task) -> str | None:
@@ -78,7 +84,20 @@ def _set(row: dict, path: str, value) -> None:
 def _fix_values(task, source: SourceSpec, schema: hs.HubSchema, rows: list[dict]) -> None:
     """Values a schema cannot tell: a raw (non-ClassLabel) label must be one the task maps, a
     raw answer must point into the choices. ClassLabel values are left as generated (all of them
-    appear), so a ClassLabel value that maps nowhere fails the preparation."""
+    appear), so a ClassLabel value that maps nowhere fails the preparation. For a row builder: the
+    values its ``keep`` rule keeps (cycled with one it drops), and rows in pairs that share their
+    ``group_by`` values, so that the builder really merges and filters."""
+    builder = _builder(source)
+    if builder is not None:
+        for field, allowed in builder.keep.items():
+            for i, row in enumerate(rows):
+                _set(row, field, allowed[i % len(allowed)] if i % 3 else f"not {allowed[0]}")
+        for field in builder.group_by:
+            for i, row in enumerate(rows):
+                leaf = hs.feature_at(schema.features, field)
+                _set(row, field, i // 2 if leaf.kind == "value" and leaf.dtype.startswith(("int", "uint"))
+                     else f"group {i // 2} of {field}")
+        return
     tpl = task.template
     if task.kind == CLASSIFICATION and tpl.label:
         leaf = hs.feature_at(schema.features, tpl.label)
@@ -132,6 +151,9 @@ class FakeHub:
             raise ValueError(f'Unknown split "{split}". Should be one of {list(schema.splits)}.')
         self.calls.append((path, name, split))
         n = max(MIN_ROWS, ROWS_PER_CLASS * _class_count(schema))
+        builder = _builder(self.source)
+        if builder is not None and builder.test_share:  # enough lines that the test share is not empty
+            n = max(n, int(8 / builder.test_share))
         rows = hs.synthetic_rows(schema, split, n, seed=len(self.calls))
         _fix_values(self.task, self.source, schema, rows)
         return datasets.Dataset.from_list(rows, features=hs.to_features(schema), split=datasets.NamedSplit(split))
@@ -182,6 +204,31 @@ def test_preparation_covers_the_hub_tasks():
     preparable = _preparable()
     assert len(preparable) >= 30
     assert {"glue-sst2", "superglue-record", "wiqa", "circa", "trec-finegrained"} <= {t.name for t in preparable}
+    # the row-builder tasks go through the same fake hub
+    assert {"superglue-multirc", "empathetic_dialogues", "wiki_bio", "limit", "crows_pairs"} <= {t.name for t in preparable}
+
+
+@pytest.mark.parametrize("name", ["superglue-multirc", "empathetic_dialogues"])
+def test_grouping_builders_merge_the_synthetic_rows(name, tmp_path, tokenizer, monkeypatch):
+    """The synthetic rows come in pairs sharing the builder's group_by values: half as many lines."""
+    task = REGISTRY.get(name)
+    _prepare(task, tmp_path, tokenizer, monkeypatch)
+    test = load_prepared(tmp_path).rows("test")
+    source = task.source_of_type("hub")
+    share = _builder(source).test_share
+    n = max(MIN_ROWS, ROWS_PER_CLASS * _class_count(hs.schema_for(source, SCHEMAS)), int(8 / share) if share else 0)
+    assert len(test) == int((share or 1) * (n // 2))
+    if name == "empathetic_dialogues":
+        assert all(len(r["references"]) == 2 for r in test)  # both utterances of the pair are references
+    else:
+        assert all(r["input"].count(" (B) ") == 1 and " (C) " not in r["input"] for r in test)
+
+
+def test_a_builder_reading_a_missing_field_is_a_problem():
+    task = _with_source(REGISTRY.get("limit"), id="ybisk/piqa", config=None, test="validation")
+    problems = hs.schema_problems(task, SCHEMAS)
+    assert len(problems) == 3 and all("builder 'limit' reads field" in p for p in problems), problems
+    assert any("'motion'" in p for p in problems)
 
 
 @pytest.mark.parametrize("name", [t.name for t in _hub_tasks()])

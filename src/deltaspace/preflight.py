@@ -5,10 +5,10 @@ jobs the Snakefile runs) and checks, offline, what can be known before running:
 
 * the config: its JSON schema and the plan's own checks (key paths in every message);
 * data: each prepared task's source supports the config's data setting (CrossFit's TSV files are
-  few-shot samples), has what it needs (a data folder, local files), and for hub sources the
-  template's fields, the split names and the label values agree with the recorded schema of that
-  hub dataset (:mod:`deltaspace.data.hub_schemas`); the task's metric (and the paper's override)
-  exists;
+  few-shot samples), has what it needs (a data folder, local files; a url source downloads its
+  file itself), and for hub sources the template's fields (or the row builder's), the split names
+  and the label values agree with the recorded schema of that hub dataset
+  (:mod:`deltaspace.data.hub_schemas`); the task's metric (and the paper's override) exists;
 * backbones: each resolves to a registered backbone (hub id) or a local model folder;
 * resources: each job's declared ``mem_mb`` / ``runtime`` / ``gpu`` against an estimate of its
   peak memory and its runtime (the formulas are in docs/workflow.md, "Preflight estimates").
@@ -182,12 +182,14 @@ class Checker:
             if self.setting != "fewshot":
                 problems.append(f"data.setting: {where}: its source is CrossFit's few-shot TSV files, which cannot "
                                 f"give the {self.setting!r} setting (fix: give the task a hub source with a "
-                                f"template in its registry entry, or use data.setting: fewshot)")
+                                f"template or a row builder in its registry entry, or use data.setting: fewshot)")
             if not self.plan.data.get("data_dir"):
                 problems.append(f"data.data_dir: {where}: the crossfit_tsv source reads CrossFit's files from a "
                                 f"folder (fix: set data.data_dir to the CrossFit data folder)")
-        elif source.type == "hub":
+        elif source.type == "hub":  # with a row builder too: the schema check covers the fields it reads
             problems += [f"tasks: {p}" for p in hub_schemas.schema_problems(task)]
+        elif source.type == "url":
+            pass  # a public file, downloaded once when prepared (or found in data.data_dir); nothing to set
         elif source.type in ("tsv", "jsonl", "csv", "parquet"):
             folder = Path(self.plan.data.get("data_dir") or ".")
             for key in ("train", "test"):

@@ -7,7 +7,7 @@ none, the dataset's loading script or CrossFit's builder; each entry says where 
 Pairs whose schema could not be established are listed under ``not_covered`` with the reason.
 
 :func:`schema_problems` checks one task against its recorded schema: every field the template
-names exists, the source's split names exist, the label field exists and every ClassLabel value
+names (or the source's row builder reads) exists, the source's split names exist, the label field exists and every ClassLabel value
 maps to a verbalizer. :func:`synthetic_rows` and :func:`synthetic_dataset` make rows (and a
 ``datasets.Dataset``) that obey a schema, so a test can prepare every hub task through the real
 loading code with ``datasets.load_dataset`` patched.
@@ -393,6 +393,7 @@ def schema_problems(task: TaskSpec, schemas: SchemaFile | None = None) -> list[s
             continue
         if not task.usable(source):
             continue  # template: null; the task prepares from a text-to-text source
+        builder = source.get("builder")
         wanted = [("train", source.get("train", DEFAULT_TRAIN))]
         if not source.get("holdout"):
             wanted.append(("test", source.get("test", DEFAULT_TEST)))
@@ -404,6 +405,17 @@ def schema_problems(task: TaskSpec, schemas: SchemaFile | None = None) -> list[s
                     f"set the source's `{role}:` to one of {list(schema.splits)}{hint}")
         row = synthetic_rows(schema, next(iter(schema.splits)), 1, 0)[0]
         paths = field_paths(schema.features)
+        if builder:  # a row builder replaces the template for this source: check the fields it reads
+            from deltaspace.data.builders import get_builder
+
+            for path in get_builder(builder).reads:
+                try:
+                    resolve(row, path)
+                except KeyError:
+                    say(f"builder {builder!r} reads field {path!r}, which does not exist{_close(path, paths)}",
+                        f"point the source at the dataset the builder was written for, or fix the builder's fields "
+                        f"in src/deltaspace/data/builders.py")
+            continue
         for key_name, path in template_fields(task):
             try:
                 resolve(row, path)

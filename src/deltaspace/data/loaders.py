@@ -8,8 +8,13 @@ A record is one raw row (a dict of fields) plus where it came from (``file:line`
 * ``crossfit_tsv``: CrossFit's pre-sampled few-shot files ``<data_dir>/<task>/<task>_<K>_<seed>_
   {train,dev,test}.tsv`` (the archive IPT and unified-dt were run on).
 * ``tsv`` (``input<TAB>output[<TAB>output...]`` lines), ``jsonl``, ``csv`` and ``parquet`` files.
+* ``url``: a public file (jsonl, csv, parquet) downloaded once into the data folder or the
+  download cache (:func:`fetch_url`); proto_qa's train.jsonl, which CrossFit reads from GitHub.
 * ``quickstart``: corpora built at run time from text shipped in PyPI wheels (see
   :mod:`deltaspace.data.quickstart`).
+
+A source with a ``builder`` (:mod:`deltaspace.data.builders`) has its rows turned into CrossFit-style
+input/output records (``{"input": ..., "outputs": [...]}``) per split, as a TSV file would give them.
 
 Source splits are ``train`` (the pool train/dev are sampled from) and ``test``. A source without
 a test split gives only ``train`` and a ``holdout`` fraction; preparation carves the test split off
@@ -27,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from deltaspace.data.registry import SourceSpec, TaskSpec
+from deltaspace.io import atomic_write
+
+DOWNLOADS_ENV = "DELTASPACE_DOWNLOADS"  # where url sources are cached (default: under $HF_HOME)
+OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "DELTASPACE_OFFLINE")
+DOWNLOAD_TIMEOUT_S = 120
 
 class DataError(ValueError):
     """A data row or file is malformed; the message names the file (or hub split) and line."""
@@ -242,15 +252,108 @@ def _load_crossfit(task: TaskSpec, source: SourceSpec, data_dir, k: int, seed: i
     return LoadedSource(splits, description, presampled=True)
 
 
+# --------------------------------------------------------------------------- url sources
+
+
+def download_cache() -> Path:
+    """``$DELTASPACE_DOWNLOADS``, else ``$HF_HOME/deltaspace/downloads`` (``~/.cache/huggingface``)."""
+    env = os.environ.get(DOWNLOADS_ENV)
+    if env:
+        return Path(env)
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "deltaspace" / "downloads"
+
+
+def offline() -> bool:
+    """Whether downloading is forbidden (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE`` or ``DELTASPACE_OFFLINE``)."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_ENVS)
+
+
+def url_paths(file: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where a url source's ``file`` is looked for, in order: the data folder (CrossFit's layout,
+    e.g. ``<data>/proto_qa/train.jsonl``), then the download cache. The first is where it is downloaded."""
+    return ([Path(data_dir) / file] if data_dir is not None else []) + [download_cache() / file]
+
+
+def _download(url: str, path: Path) -> None:
+    """``url`` into ``path`` through a temporary file in its folder (a killed download leaves nothing)."""
+    import urllib.request
+
+    def write(tmp: Path) -> None:  # atomic_write's writer: the bytes go to the temporary file
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:  # noqa: S310
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+
+    atomic_write(path, write)
+
+
+def fetch_url(url: str, file: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The local copy of a url source's file: an existing one (:func:`url_paths`), else downloaded
+    once to the first of those paths. Offline, a missing copy fails saying where to put it."""
+    paths = url_paths(file, data_dir)
+    for path in paths:
+        if path.is_file():
+            return path
+    looked = " or ".join(str(p) for p in paths)
+    if offline():
+        raise DataError(f"{url}: not downloaded yet (no {looked}) and downloads are off "
+                        f"({', '.join(k for k in OFFLINE_ENVS if os.environ.get(k))} set); fix: download it to "
+                        f"{paths[0]}, or run once with network access and those variables unset")
+    try:
+        _download(url, paths[0])
+    except Exception as exc:  # urllib raises URLError, HTTPError, timeouts, OSError
+        raise DataError(f"{url}: download to {paths[0]} failed: {type(exc).__name__}: {exc}; fix: check the "
+                        f"network, or download the file there yourself") from exc
+    return paths[0]
+
+
+def _load_url(source: SourceSpec, data_dir: str | os.PathLike | None) -> LoadedSource:
+    file = str(source.get("file"))
+    path = fetch_url(str(source.get("url")), file, data_dir)
+    fmt = source.get("format") or Path(file).suffix.lstrip(".")
+    options = {"encoding": source.get("encoding")} if source.get("encoding") and fmt != "parquet" else {}
+    return LoadedSource({"train": read_records(path, fmt, **options)}, source.describe(), holdout=source.get("holdout"))
+
+
+# --------------------------------------------------------------------------- row builders
+
+
+def apply_builder(name: str, records: list[Record], split: str) -> list[Record]:
+    """One split's records through a row builder: CrossFit-style ``input``/``outputs`` records,
+    each pointing at the (first) source row it was built from."""
+    from deltaspace.data.builders import build_split, get_builder, missing_field
+
+    for record in records:
+        lacking = [f for f in get_builder(name).reads if missing_field(record.data, f)]
+        if lacking:
+            raise DataError(f"{record.where}: builder {name!r} reads field(s) {', '.join(lacking)}, which the row "
+                            f"lacks; the row has fields {', '.join(record.data)}")
+    try:
+        lines = build_split(name, [r.data for r in records], split)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise DataError(f"{records[0].where if records else split}: builder {name!r} failed on split {split!r}: "
+                        f"{type(exc).__name__}: {exc}") from None
+    return [Record(f"{records[line.row].where} ({name} builder)", records[line.row].idx,
+                   {"input": line.input, "outputs": list(line.outputs)}) for line in lines]
+
+
 def load_source(task: TaskSpec, source: SourceSpec, *, data_dir: str | os.PathLike | None = None,
                 k: int | None = None, seed: int | None = None) -> LoadedSource:
-    """Load the records of one of a task's sources (``k``/``seed`` pick CrossFit's TSV files)."""
+    """Load the records of one of a task's sources (``k``/``seed`` pick CrossFit's TSV files);
+    a source's ``builder`` then turns each split's rows into input/output records."""
     if source.type == "hub":
-        return _load_hub(source)
-    if source.type == "crossfit_tsv":
+        loaded = _load_hub(source)
+    elif source.type == "crossfit_tsv":
         return _load_crossfit(task, source, data_dir, k, seed)
-    if source.type == "quickstart":
+    elif source.type == "quickstart":
         from deltaspace.data.quickstart import build_source
 
         return build_source(source)
-    return _load_files(source, data_dir)
+    elif source.type == "url":
+        loaded = _load_url(source, data_dir)
+    else:
+        loaded = _load_files(source, data_dir)
+    if source.get("builder"):
+        loaded.splits = {split: apply_builder(source.get("builder"), records, split)
+                         for split, records in loaded.splits.items()}
+        loaded.class_names = {}
+    return loaded

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from deltaspace.data import sampling
 from deltaspace.data.loaders import DataError, LoadedSource, Record, load_source
 from deltaspace.data.registry import (CLASSIFICATION, GENERATION, MASK, PER_CLASS, SHUFFLED, SHUFFLED_GOLD,
-                                      TEXT_TO_TEXT_SOURCES, Registry, TaskSpec, Template, prompt_manifest)
+                                      Registry, TaskSpec, Template, is_text_to_text, prompt_manifest)
 from deltaspace.io import atomic_write
 
 SPLITS = ("train", "dev", "test")
@@ -419,8 +419,8 @@ def to_examples(task: TaskSpec, records: Sequence[Record], split: str, verbalize
     empty (so a dropped row takes no draw of the template's ``shuffle``), ``skip_empty_target`` rows
     whose reference output is empty (CrossFit's ``if answer:``); ``label_vote``/``label_bins`` are the source's
     label rules (see :class:`_LabelRules`). ``text_to_text_source``: the records are CrossFit-style
-    input/output lines (a crossfit_tsv or tsv source), used as they are even when the task has a
-    template for its other sources."""
+    input/output lines (a crossfit_tsv or tsv source, or one whose row builder made them), used as
+    they are even when the task has a template for its other sources."""
     import numpy as np
 
     rules = None
@@ -544,7 +544,7 @@ def build_examples(task: TaskSpec, seed: int, options: PrepareOptions = PrepareO
                                  source.get("skip_labels") or (), options.task_prefix,
                                  skip_empty=source.get("skip_empty") or (), label_vote=source.get("label_vote"),
                                  label_bins=source.get("label_bins") or (),
-                                 text_to_text_source=source.type in TEXT_TO_TEXT_SOURCES,
+                                 text_to_text_source=is_text_to_text(source),
                                  skip_empty_target=bool(source.get("skip_empty_target")))
               for split, records in loaded.splits.items()}
     if loaded.holdout:

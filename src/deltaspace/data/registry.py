@@ -35,19 +35,21 @@ VERBALIZERS_FROM_HUB = "hub"
 
 # Source types and the keys each accepts (beyond `type`); required keys first in REQUIRED.
 _COMMON_SOURCE_KEYS = {"label_map", "skip_labels", "skip_empty", "skip_empty_target", "label_vote", "label_bins"}
-_FILE_SOURCE_KEYS = {"train", "test", "holdout", "encoding", "delimiter"}
+_FILE_SOURCE_KEYS = {"train", "test", "holdout", "encoding", "delimiter", "builder"}
 SOURCE_KEYS: dict[str, set[str]] = {
-    "hub": {"id", "config", "train", "test", "holdout", "revision", "data_files"},
+    "hub": {"id", "config", "train", "test", "holdout", "revision", "data_files", "builder"},
     "crossfit_tsv": {"encoding"},
-    "tsv": _FILE_SOURCE_KEYS,
+    "tsv": _FILE_SOURCE_KEYS - {"builder"},
     "jsonl": _FILE_SOURCE_KEYS,
     "csv": _FILE_SOURCE_KEYS,
     "parquet": _FILE_SOURCE_KEYS,
+    "url": {"url", "file", "format", "holdout", "encoding", "builder"},  # a public file, downloaded once
     "quickstart": {"corpus", "pool", "pools", "test_size"},
 }
 TEXT_TO_TEXT_SOURCES = ("crossfit_tsv", "tsv")  # already input/output lines: no template needed
 REQUIRED_SOURCE_KEYS = {"hub": ("id",), "tsv": ("train",), "jsonl": ("train",), "csv": ("train",),
-                        "parquet": ("train",), "quickstart": ("corpus",)}
+                        "parquet": ("train",), "url": ("url", "file", "holdout"), "quickstart": ("corpus",)}
+URL_FORMATS = ("jsonl", "csv", "parquet")  # what a url source's file may be (`format`, default: its suffix)
 
 TASK_KEYS = {"ontology", "kind", "metric", "verbalizers", "k", "source", "template", "alternatives",
              "exact", "aliases", "papers", "max_input_length", "max_target_length", "notes", "prompt",
@@ -163,8 +165,9 @@ def _check_keys(node: Mapping, allowed: set[str], what: str, where: str) -> None
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where a task's records come from: a type (hub, crossfit_tsv, tsv, jsonl, csv, parquet,
-    quickstart) and its options (see ``SOURCE_KEYS``)."""
+    """Where a task's records come from: a type (hub, crossfit_tsv, tsv, jsonl, csv, parquet, url,
+    quickstart) and its options (see ``SOURCE_KEYS``). A ``builder`` option names a row builder
+    (:mod:`deltaspace.data.builders`) that turns the source's rows into input/output lines."""
 
     type: str
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -175,6 +178,12 @@ class SourceSpec:
     def describe(self) -> dict[str, Any]:
         """A JSON-able description, for manifests and `tasks show`."""
         return {"type": self.type, **{k: v for k, v in self.options.items()}}
+
+
+def is_text_to_text(source: SourceSpec) -> bool:
+    """Whether a source gives input/output lines itself: CrossFit TSV and TSV files, and any source
+    whose row ``builder`` (:mod:`deltaspace.data.builders`) turns its rows into such lines."""
+    return source.type in TEXT_TO_TEXT_SOURCES or bool(source.get("builder"))
 
 
 @dataclass(frozen=True)
@@ -270,8 +279,9 @@ class TaskSpec:
         return (self.source, *self.alternatives)
 
     def usable(self, source: SourceSpec) -> bool:
-        """Whether a source can be prepared: it is text-to-text already, or the task has a template."""
-        return self.template is not None or source.type in TEXT_TO_TEXT_SOURCES
+        """Whether a source can be prepared: it is text-to-text already (CrossFit TSV, or a source
+        with a row ``builder``), or the task has a template."""
+        return self.template is not None or is_text_to_text(source)
 
     def source_of_type(self, source_type: str | None) -> SourceSpec:
         """The first usable source, or the one of the given type; fails listing the available ones."""
@@ -369,6 +379,24 @@ def _parse_source(node: Any, where: str) -> SourceSpec:
     for key in REQUIRED_SOURCE_KEYS.get(stype, ()):
         if key not in node:
             raise RegistryError(f"{where}: {stype} source needs key {key!r}")
+    builder = node.get("builder")
+    if builder is not None:
+        from deltaspace.data.builders import UnknownBuilderError, get_builder
+
+        try:
+            get_builder(builder)
+        except UnknownBuilderError as exc:
+            raise RegistryError(f"{where}: {stype} source: {exc}") from None
+    if stype == "url":
+        url, fmt = str(node["url"]), node.get("format", Path(str(node["file"])).suffix.lstrip("."))
+        if not url.startswith(("https://", "http://")):
+            raise RegistryError(f"{where}: url source: `url` must be an http(s) address, got {url!r}")
+        if fmt not in URL_FORMATS:
+            raise RegistryError(f"{where}: url source: format {fmt!r} (give `format:`, or a `file` ending in "
+                                f"one of {', '.join('.' + f for f in URL_FORMATS)}); valid: {', '.join(URL_FORMATS)}")
+        if Path(str(node["file"])).is_absolute() or ".." in Path(str(node["file"])).parts:
+            raise RegistryError(f"{where}: url source: `file` is a relative path inside the download folder, "
+                                f"got {node['file']!r}")
     holdout = node.get("holdout")
     if holdout is not None and not (isinstance(holdout, float) and 0 < holdout < 1):
         raise RegistryError(f"{where}: `holdout` must be a fraction in (0, 1), got {holdout!r}")
@@ -591,9 +619,9 @@ def _parse_task(name: str, node: Any, defaults: Mapping, file_where: str) -> Tas
     source = _parse_source(merged["source"], where)
     alternatives = tuple(_parse_source(s, where) for s in (merged.get("alternatives") or []))
     template = _parse_template(merged.get("template"), kind, where)
-    if template is None and not any(s.type in TEXT_TO_TEXT_SOURCES for s in (source, *alternatives)):
+    if template is None and not any(is_text_to_text(s) for s in (source, *alternatives)):
         raise RegistryError(f"{where}: task {name!r} has no template and no text-to-text source "
-                            f"({', '.join(TEXT_TO_TEXT_SOURCES)}); give one of them")
+                            f"({', '.join(TEXT_TO_TEXT_SOURCES)}, or a source with a `builder`); give one of them")
     for key in ("max_input_length", "max_target_length"):
         value = merged.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
