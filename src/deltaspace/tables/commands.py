@@ -27,10 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-empty", action="store_true",
                         help="compile even when no result file matches (every cell missing) instead of failing")
     parser.set_defaults(func=compile_command)
-    sub = parser.add_subparsers(dest="tables_command", metavar="{list}")
+    sub = parser.add_subparsers(dest="tables_command", metavar="{list,coverage}")
     lister = sub.add_parser("list", help="print the table specs", description="Print every table spec.")
     lister.add_argument("--paper", action="append", metavar="NAME", help="only this paper's tables")
     lister.set_defaults(func=list_command)
+    from .coverage import register as register_coverage  # deltaspace tables coverage
+
+    register_coverage(sub)
 
 
 def compile_command(args: argparse.Namespace) -> int:
