@@ -35,8 +35,9 @@ if workflow.overwrite_configfiles:
 include: "workflow/rules/schema.smk"
 
 
-check_config(config, CONFIG_SCHEMA)  # every violation at once, one line each with its key path
-validate(config, CONFIG_SCHEMA)
+if "experiments" not in config:  # config/paper/all.yaml: each experiment's config is checked as it is planned
+    check_config(config, CONFIG_SCHEMA)  # every violation at once, one line each with its key path
+    validate(config, CONFIG_SCHEMA)
 
 
 include: "workflow/rules/common.smk"
@@ -44,6 +45,7 @@ include: "workflow/rules/common.smk"
 
 # Every wildcard is constrained (the patterns are defined in common.smk).
 wildcard_constraints:
+    results="|".join(re.escape(r) for r in PLAN.roots),
     backbone=NAME,
     task=NAME,
     method="|".join(re.escape(m) for m in PLAN.methods),

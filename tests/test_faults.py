@@ -686,6 +686,8 @@ def test_config_shipped_configs_pass_the_positive_checks():
     import yaml
 
     for path in [REPO / "config/config.yaml", REPO / "config/smoke.yaml", *sorted((REPO / "config/paper").glob("*.yaml"))]:
+        if path.name == "all.yaml":  # names the experiment configs checked here (tests/test_plan_all.py)
+            continue
         assert _config_errors(yaml.safe_load(path.read_text(encoding="utf-8"))) == [], path
 
 

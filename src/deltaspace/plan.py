@@ -765,6 +765,15 @@ class Plan:
     def all_tables(self) -> list[str]:
         return [f"{self.R}/tables/{spec}{suffix}" for spec in self.tables for suffix in TABLE_SUFFIXES]
 
+    @property
+    def roots(self) -> list[str]:
+        """The results folders the DAG writes (one; several when experiments merge, deltaspace.plan_all)."""
+        return [self.R]
+
+    def tables_inputs(self, wc) -> dict:
+        """A table job waits for every result of the config (it reads the experiment's whole folder)."""
+        return {"results": self.all_results}
+
     # ----------------------------------------------------------------------- resources
 
     def resource(self, family: str, key: str, method: str | None = None) -> int:
@@ -960,7 +969,7 @@ class Plan:
         args += [self.record_flags(wc.method, stage0=False), f"--out {q(parent(output.result))}", self.common_flags_]
         return " ".join(a for a in args if a)
 
-    def synthetic_mpc_args(self, output) -> str:
+    def synthetic_mpc_args(self, wc, output) -> str:
         """The synthetic-mpc options of the config, as flags (ranks: 2,4,8 -> --ranks 2,4,8)."""
         args = []
         for key, value in self.synthetic_mpc.items():
@@ -1000,7 +1009,7 @@ class Plan:
             work.append(self._job("efficiency", wc, Files(), out, self.efficiency_args(wc, out)))
         if self.synthetic_mpc:
             out = Files(self.outputs("synthetic_mpc", Files()))
-            work.append(self._job("synthetic_mpc", Files(), Files(), out, self.synthetic_mpc_args(out)))
+            work.append(self._job("synthetic_mpc", Files(), Files(), out, self.synthetic_mpc_args(Files(), out)))
         manifests = dict.fromkeys(f for job in work for f in _flat(job.input.values()) if f.endswith("/manifest.json"))
         prepare = []
         for manifest in manifests:

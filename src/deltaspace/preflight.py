@@ -391,9 +391,23 @@ def summarize(configfile, jobs: list[Job], estimates: dict[int, Estimate]) -> li
     return lines
 
 
+def experiment_files(configfiles: list[str], root: str = ".") -> list[str]:
+    """The configs to check: a config naming experiments (config/paper/all.yaml) stands for them."""
+    import yaml
+
+    from .plan_all import is_multi
+
+    out = []
+    for configfile in configfiles:
+        path = Path(root) / configfile
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        out += [str(f) for f in config["experiments"]] if isinstance(config, dict) and is_multi(config) else [configfile]
+    return list(dict.fromkeys(out))
+
+
 def main_preflight(configfiles: list[str], root: str = ".") -> int:
     failed = 0
-    for configfile in configfiles:
+    for configfile in experiment_files(configfiles, root):
         try:
             report = preflight(configfile, root)
         except (ValueError, FileNotFoundError) as err:

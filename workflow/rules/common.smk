@@ -7,10 +7,11 @@
 
 from snakemake.exceptions import WorkflowError
 
-from deltaspace.plan import NAME, RUN_PATTERN, ConfigError, Plan
+from deltaspace.plan import NAME, RUN_PATTERN, ConfigError
+from deltaspace.plan_all import make_plan
 
 try:
-    PLAN = Plan(config)
+    PLAN = make_plan(config)  # config/paper/all.yaml names experiments: their plans merged (plan_all.py)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

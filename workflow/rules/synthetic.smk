@@ -11,7 +11,7 @@ rule synthetic_mpc:
     log:
         PLAN.log("synthetic_mpc"),
     params:
-        args=lambda wc, output: PLAN.synthetic_mpc_args(output),
+        args=lambda wc, output: PLAN.synthetic_mpc_args(wc, output),
     threads: PLAN.threads_of("synthetic")
     resources:
         **PLAN.resources_of("synthetic"),

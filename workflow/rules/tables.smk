@@ -14,7 +14,7 @@ def _table_output(suffix, caption, label):
 
 rule tables:
     input:
-        ALL_RESULTS,
+        unpack(PLAN.tables_inputs),
     output:
         _table_output(".csv", "../report/table.rst", "ours"),
         _table_output(".vs_paper.csv", "../report/table_vs_paper.rst", "ours vs paper"),

@@ -212,12 +212,13 @@ def build_report(results: str | Path | Sequence[str | Path], tables: str | Path,
     return write_html(html, out)
 
 
-def gather(results: str | Path | Sequence[str | Path], tables: str | Path, *, config: str | Path | None = None,
+def gather(results: str | Path | Sequence[str | Path], tables: str | Path | Sequence[str | Path], *,
+           config: str | Path | None = None,
            title: str | None = None, categories: Mapping[str, str] | str | Path | None = None) -> Report:
     """Read the inputs and draw the figures: a :class:`Report` the template renders."""
     result_dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
-    tables_dir = Path(tables)
-    for folder, what in [(d, "results") for d in result_dirs] + [(tables_dir, "tables")]:
+    tables_dirs = [Path(tables)] if isinstance(tables, (str, Path)) else [Path(t) for t in tables]
+    for folder, what in [(d, "results") for d in result_dirs] + [(d, "tables") for d in tables_dirs]:
         if not folder.is_dir():
             raise ReportError(f"{what} folder {folder} does not exist (run the workflow, or "
                               f"`deltaspace tables`, first)")
@@ -225,10 +226,11 @@ def gather(results: str | Path | Sequence[str | Path], tables: str | Path, *, co
     specs, paper_titles = _load_specs(problems)
     category_map = _category_map(categories)
     inventory = scan_results(result_dirs, problems)
-    table_views = [read_table(tables_dir, table_id, specs.get(table_id)) for table_id in _table_ids(tables_dir)]
+    table_views = [read_table(folder, table_id, specs.get(table_id))
+                   for table_id, folder in _table_folders(tables_dirs, problems).items()]
     sections = _sections(table_views, specs, paper_titles, inventory)
     _attach_figures(sections, table_views, inventory, category_map)
-    provenance = _provenance(inventory, result_dirs, tables_dir, config, problems)
+    provenance = _provenance(inventory, result_dirs, tables_dirs, config, problems)
     return Report(title or "deltaspace report", sections, provenance)
 
 
@@ -248,6 +250,20 @@ def write_html(html: str, out: str | Path) -> Path:
 
 
 # ====================================================================== compiled tables
+
+
+def _table_folders(tables_dirs: Sequence[Path], problems: list[str]) -> dict[str, Path]:
+    """Table id -> the folder compiled into (several folders: the experiments of config/paper/all.yaml);
+    an id compiled in two folders is shown from the first, with a problem line."""
+    folders: dict[str, Path] = {}
+    for folder in tables_dirs:
+        for table_id in _table_ids(folder):
+            if table_id in folders:
+                problems.append(f"table {table_id} is compiled in both {folders[table_id]} and {folder}; "
+                                f"showing {folders[table_id]}")
+                continue
+            folders[table_id] = folder
+    return dict(sorted(folders.items()))
 
 
 def _table_ids(tables_dir: Path) -> list[str]:
@@ -1050,7 +1066,8 @@ def _category_map(categories: Mapping[str, str] | str | Path | None) -> dict[str
 # ====================================================================== provenance
 
 
-def _provenance(inventory: Inventory, result_dirs: Sequence[Path], tables_dir: Path, config: str | Path | None,
+def _provenance(inventory: Inventory, result_dirs: Sequence[Path], tables_dirs: Sequence[Path],
+                config: str | Path | None,
                 problems: list[str]) -> Provenance:
     rows = inventory.rows
     config_name, config_text = "", ""
@@ -1071,7 +1088,7 @@ def _provenance(inventory: Inventory, result_dirs: Sequence[Path], tables_dir: P
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         report_commit=git_commit(),
         results_dirs=[str(d) for d in result_dirs],
-        tables_dir=str(tables_dir),
+        tables_dir=", ".join(str(d) for d in tables_dirs),
         config_name=config_name,
         config_text=config_text,
         config_hashes=int(rows["config_hash"].nunique()) if "config_hash" in rows.columns else 0,

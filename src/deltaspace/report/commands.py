@@ -17,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", type=Path, nargs="+", required=True, metavar="DIR",
                         help="results folder(s), searched recursively for result.parquet, curve.parquet, "
                              "intrinsic.safetensors and landscape.png")
-    parser.add_argument("--tables", type=Path, required=True, metavar="DIR",
-                        help="folder of compiled tables (written by `deltaspace tables --out DIR`)")
+    parser.add_argument("--tables", type=Path, nargs="+", required=True, metavar="DIR",
+                        help="folder(s) of compiled tables (written by `deltaspace tables --out DIR`)")
     parser.add_argument("--out", type=Path, default=Path("reports/index.html"), metavar="FILE",
                         help="the HTML file to write (default: reports/index.html)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="workflow config to show in the provenance")
