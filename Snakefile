@@ -59,6 +59,7 @@ wildcard_constraints:
     spec=NAME,
 
 
+include: "workflow/rules/backbone.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/delta.smk"
 include: "workflow/rules/subspace.smk"

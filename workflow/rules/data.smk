@@ -5,6 +5,8 @@
 
 
 rule prepare:
+    input:
+        unpack(PLAN.prepare_inputs),
     output:
         **PLAN.outputs("prepare"),
     log:
