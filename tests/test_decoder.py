@@ -304,3 +304,35 @@ def test_convert_smollm2_writes_a_reloadable_folder(tmp_path, monkeypatch):
     bb = load_backbone(str(out))
     assert bb.num_parameters == 134_515_008
     assert bb.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_preflight_sizes_decoder_jobs_over_prompt_plus_target():
+    """A decoder-only job runs every weight on prompt + target, and keeps vocabulary-wide logits at
+    every position; the converted SmolLM2 is sized by its registry config before it exists."""
+    import yaml
+
+    from deltaspace import preflight as pf
+    from deltaspace.plan import Plan
+    from test_plan import REPO
+
+    config = yaml.safe_load((REPO / "config/llm.yaml").read_text())
+    config["models"] = "/nonexistent/models"  # nothing converted yet
+    plan = Plan(config, REPO)
+    checker = pf.Checker(plan, REPO)
+    jobs = plan.jobs()
+    shape = checker.backbone_shape(plan.backbone)
+    assert shape["decoder"] and shape["params"] == 134_515_008 and shape["vocab"] == 49152
+    assert not any(p for j in jobs for p in checker.job_problems(j))
+    s_in, s_out = checker.lengths()
+    assert (s_in, s_out) == (96, 64)
+    assert pf.Checker._forward_flops(shape, s_in, s_out) == 2 * shape["params"] * (s_in + s_out)
+    act = pf.Checker._activations(shape, 8, s_in, s_out)
+    s = s_in + s_out
+    assert act == 2 * 8 * s * shape["layers"] * (34 * shape["d"] + 5 * shape["heads"] * s) + 3 * 4 * 8 * s * 49152
+    lora = next(j for j in jobs if j.rule == "train_delta" and j.wildcards.method == "lora")
+    est = checker.estimate(lora)
+    assert est.steps == 20 and est.host_gb > 4 * shape["params"] / 1e9
+    convert = next(j for j in jobs if j.rule == "convert_backbone")
+    assert checker.estimate(convert).host_gb == pytest.approx(2 * 4 * shape["params"] / 1e9 + pf.HOST_OVERHEAD_GB)
+    report = pf.preflight(REPO / "config/llm.yaml", REPO)
+    assert report.ok, report.problems

@@ -154,7 +154,7 @@ class Checker:
         if key not in self._seen_backbones:
             from deltaspace.backbones import backbone_spec
 
-            name = self.plan.backbones[key]
+            name = self.registry_backbone(key)
             try:
                 backbone_spec(name)
                 self._seen_backbones[key] = None
@@ -205,19 +205,25 @@ class Checker:
 
     # ------------------------------------------------------------------ resources
 
+    def registry_backbone(self, key: str) -> str:
+        """The backbone to check and size: a converted one by its registry entry (its folder is only
+        written when the workflow runs), any other as the commands take it."""
+        return key if self.plan.converted_model(key) else self.plan.backbones[key]
+
     @functools.cache
     def backbone_shape(self, key: str) -> dict[str, Any]:
-        """Parameters, width, depth and heads of a backbone, from its config (no weights)."""
+        """Parameters, width, depth, heads and vocabulary of a backbone, from its config (no weights)."""
         from deltaspace.backbones import load_backbone
 
-        backbone = load_backbone(self.plan.backbones[key], config_only=True)
+        backbone = load_backbone(self.registry_backbone(key), config_only=True)
         cfg = backbone.model.config
         layers = sum(getattr(cfg, a, 0) or 0 for a in ("num_layers", "num_decoder_layers", "encoder_layers",
                                                         "decoder_layers", "num_hidden_layers"))
         heads = getattr(cfg, "num_heads", None) or getattr(cfg, "encoder_attention_heads", None) or \
             getattr(cfg, "num_attention_heads", 1)
         return {"params": backbone.num_parameters, "d": backbone.hidden_size, "layers": layers, "heads": heads,
-                "seq2seq": backbone.kind == "seq2seq"}
+                "seq2seq": backbone.kind == "seq2seq", "decoder": backbone.kind == "decoder",
+                "vocab": int(getattr(cfg, "vocab_size", 0) or 0)}
 
     @functools.cache
     def theta_size(self, key: str, method: str) -> int:
@@ -227,7 +233,7 @@ class Checker:
             return 0
         options = self.plan.method_options.get(method, {})
         try:
-            return delta_size(self.plan.method_of[method], self.plan.backbones[key], **options)
+            return delta_size(self.plan.method_of[method], self.registry_backbone(key), **options)
         except Exception:  # noqa: BLE001 (a bad option fails the job's own checks; the estimate goes on)
             return 0
 
@@ -250,8 +256,12 @@ class Checker:
             return Estimate(host_gb=LIGHT_OVERHEAD_GB)
         if rule in ("prepare", "synthetic_mpc"):
             return Estimate(host_gb=HOST_OVERHEAD_GB)
+        if rule == "train_fused":
+            return self._fused(job)
         key = wc.get("backbone", plan.backbone)
         shape = self.backbone_shape(key)
+        if rule == "convert_backbone":  # the dequantized model and its clean copy, both in float32
+            return Estimate(host_gb=2 * BYTES * shape["params"] / 1e9 + HOST_OVERHEAD_GB)
         s_in, s_out = self.lengths()
         if rule == "train_delta":
             loop = {**DEFAULT_LOOP, **plan.stage0_block(wc.task, wc.method)["loop"]}
@@ -287,6 +297,21 @@ class Checker:
                                   <= GPU_MEMORY_GB * job.resources["gpu"]), 0)
         return est
 
+    def _fused(self, job: Job) -> Estimate:
+        """A fused stage-0 job (deltaspace.fused_plan): its runs' steps and FLOPs add up, while the
+        backbone's weights and the process (or CUDA context) are held once and each run adds its own
+        state and activations."""
+        runs = [self.estimate(Job("train_delta", wc, {}, {}, "", job.threads, job.resources)) for wc in job.members]
+        weights = BYTES * self.backbone_shape(job.wildcards.backbone)["params"] / 1e9
+        if job.resources["gpu"]:
+            fixed = weights + CUDA_OVERHEAD_GB
+            device, host = fixed + sum(e.device_gb - fixed for e in runs), max(e.host_gb for e in runs)
+        else:
+            fixed = weights + HOST_OVERHEAD_GB
+            device, host = 0.0, fixed + sum(e.host_gb - fixed for e in runs)
+        return Estimate(device_gb=device, host_gb=host, steps=sum(e.steps for e in runs),
+                        flops=sum(e.flops for e in runs), micro_fit=min(e.micro_fit for e in runs))
+
     @staticmethod
     def _memory(job: Job, shape: dict, state_gb: float, **counts) -> Estimate:
         """On a GPU job the state is on the device and the host holds the weights once (they load
@@ -303,12 +328,23 @@ class Checker:
 
     @staticmethod
     def _forward_flops(shape: dict, s_in: int, s_out: int) -> float:
-        # 2 FLOPs per weight per token; an encoder-decoder's halves see the input and the target
+        # 2 FLOPs per weight per token; an encoder-decoder's halves see the input and the target; a
+        # decoder-only model runs every weight on prompt and target alike (one sequence; greedy
+        # decoding with the KV cache costs the same per generated token)
+        if shape.get("decoder"):
+            return 2 * shape["params"] * (s_in + s_out)
         return shape["params"] * (s_in + s_out) if shape["seq2seq"] else 2 * shape["params"] * s_in
 
     @staticmethod
     def _activations(shape: dict, bs: int, s_in: int, s_out: int) -> float:
         # per layer and token ~ (34 d + 5 h s) bytes at 16 bits (Korthikanti et al. 2022): twice in float32
+        if shape.get("decoder"):
+            # one stack over prompt + target, and the causal LM loss keeps the logits of every
+            # position: logits, their float32 log-softmax and its gradient, 3 x vocab floats a token
+            # (Llama 3's 128,256 words make this the largest term at short lengths)
+            s = s_in + s_out
+            return 2 * bs * s * shape["layers"] * (34 * shape["d"] + 5 * shape["heads"] * s) \
+                + 3 * BYTES * bs * s * shape["vocab"]
         s = max(s_in, s_out) if shape["seq2seq"] else s_in
         return 2 * bs * s * shape["layers"] * (34 * shape["d"] + 5 * shape["heads"] * s)
 
