@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--max-target-length", type=positive_int, help="target token cap (default: the task's, else 64)")
     prep.add_argument("--source", help="prepare from this source type of the task (e.g. crossfit_tsv) "
                                        "instead of its first usable one")
-    prep.add_argument("--data-dir", help="folder of file sources (CrossFit data/ for crossfit_tsv)")
+    prep.add_argument("--data-dir", help="folder of file sources (CrossFit data/ for crossfit_tsv); url sources "
+                                         "look for their file there first and download into it")
     prep.add_argument("--paper", help="score with this paper's metric for the task (e.g. udt)")
     prep.add_argument("--task-prefix", action="store_true", help="prepend '[task] ' to inputs (CrossFit/IPT)")
     prep.add_argument("--force", action="store_true", help="rewrite even if the folder already holds this request")
