@@ -336,3 +336,17 @@ def test_preflight_sizes_decoder_jobs_over_prompt_plus_target():
     assert checker.estimate(convert).host_gb == pytest.approx(2 * 4 * shape["params"] / 1e9 + pf.HOST_OVERHEAD_GB)
     report = pf.preflight(REPO / "config/llm.yaml", REPO)
     assert report.ok, report.problems
+
+
+def test_efficiency_batch_of_a_decoder_is_prompt_then_target():
+    from deltaspace.efficiency import synthetic_batch
+    from deltaspace.heads import training_loss
+
+    bb = load_backbone("tiny-llama")
+    batch = synthetic_batch(bb, 2, 8, 3, seed=0)
+    assert batch["input_ids"].shape == (2, 11) and (batch["labels"][:, :8] == -100).all()
+    assert (batch["labels"][:, 8:] == batch["input_ids"][:, 8:]).all()
+    delta = build_delta("lora", bb, r=4)
+    theta = delta.init(0).requires_grad_(True)
+    training_loss(delta, make_head(bb, delta), theta, batch).backward()
+    assert theta.grad.abs().sum() > 0

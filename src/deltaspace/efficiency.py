@@ -108,6 +108,11 @@ def synthetic_batch(backbone, batch_size: int, input_length: int, target_length:
              "attention_mask": torch.ones(batch_size, input_length, dtype=torch.long)}
     if backbone.kind == "seq2seq":
         batch["labels"] = torch.randint(3, vocab, (batch_size, target_length), generator=g)
+    elif backbone.kind == "decoder":  # one sequence: prompt then target, the loss on the target only
+        target = torch.randint(3, vocab, (batch_size, target_length), generator=g)
+        batch = {"input_ids": torch.cat([batch["input_ids"], target], dim=1),
+                 "attention_mask": torch.ones(batch_size, input_length + target_length, dtype=torch.long),
+                 "labels": torch.cat([torch.full((batch_size, input_length), -100), target], dim=1)}
     else:
         batch["label"] = torch.randint(0, len(VERBALIZERS), (batch_size,), generator=g)
     return batch
