@@ -34,7 +34,7 @@ def frame(*rows) -> pd.DataFrame:
 
 def test_every_spec_file_loads_and_validates():
     files = sorted(p.name for p in SPEC_DIR.glob("*.yaml"))
-    assert files == ["decomposition.yaml", "ipt.yaml", "quickstart.yaml", "survey.yaml", "udt.yaml"]
+    assert files == ["decomposition.yaml", "ipt.yaml", "llm.yaml", "quickstart.yaml", "survey.yaml", "udt.yaml"]
     expected = ({f"udt-table{n}" for n in range(1, 12)} | {f"ipt-table{n}" for n in range(2, 7)}
                 | {f"ipt-figure3{p}" for p in "abcd"} | {"survey-table3"}
                 | {f"decomposition-table{n}" for n in (2, 3, 4)})
