@@ -1,0 +1,50 @@
+"""IPT tables that read runs beyond the main splits: Table 2's spread over 10 seeds."""
+
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+import pytest
+
+from deltaspace.tables import compile_table, load_specs
+
+SPECS = load_specs()
+
+
+def rows_for_table2() -> pd.DataFrame:
+    rows = []
+    scores = {"t1": [10, 12, 14], "t2": [20, 20, 23], "u1": [30, 31, 35]}
+    for task, tests in scores.items():
+        for seed, test in enumerate(tests):
+            for method in ("prompt", "finetune"):
+                # the chosen setting (lr 1e-4, best mean dev) and a worse one whose spread would differ
+                rows.append({"experiment": "ipt-stability", "stage": "stage0", "task": task, "method": method,
+                             "lr": 1e-4, "batch_size": 4, "seed": seed, "dev_metric": 0.9, "test_metric": test})
+                rows.append({"experiment": "ipt-stability", "stage": "stage0", "task": task, "method": method,
+                             "lr": 1e-5, "batch_size": 4, "seed": seed, "dev_metric": 0.1, "test_metric": 100 * seed})
+            subset = "test" if task == "u1" else "train-same"
+            for d in (10, 5):
+                rows.append({"experiment": "ipt-stability", "stage": "ist", "setting": "random", "subset": subset,
+                             "d_intrinsic": d, "task": task, "method": "prompt", "lr": 1e-5, "batch_size": 4,
+                             "seed": seed, "dev_metric": 0.5, "test_metric": test / 2 if d == 10 else 1000 * seed})
+    # the main splits' single-seed runs are another experiment's
+    rows.append({"experiment": "ipt", "stage": "stage0", "task": "t1", "method": "prompt", "lr": 1e-4,
+                 "batch_size": 4, "seed": 9, "dev_metric": 0.99, "test_metric": 1e6})
+    return pd.DataFrame(rows)
+
+
+def test_table2_is_the_task_mean_of_seed_spreads_at_the_best_setting():
+    table = compile_table(SPECS["ipt-table2"], rows_for_table2())
+    sd = {t: statistics.stdev(v) for t, v in {"t1": [10, 12, 14], "t2": [20, 20, 23], "u1": [30, 31, 35]}.items()}
+    assert table.ours.loc["prompt", "train"] == pytest.approx((sd["t1"] + sd["t2"]) / 2)
+    assert table.ours.loc["finetune", "test"] == pytest.approx(sd["u1"])
+    assert table.ours.loc["prompt", "all"] == pytest.approx((sd["t1"] + sd["t2"] + sd["u1"]) / 3)
+    assert table.ours.loc["ipt", "all"] == pytest.approx((sd["t1"] + sd["t2"] + sd["u1"]) / 6)  # d_I = 10 only
+    assert table.paper.loc["ipt", "test"] == 0.73
+
+
+def test_table2_with_one_seed_is_missing_not_zero():
+    one = rows_for_table2()
+    one = one[one.seed == 0]
+    assert compile_table(SPECS["ipt-table2"], one).ours.isna().all().all()
