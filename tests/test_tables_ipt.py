@@ -48,3 +48,19 @@ def test_table2_with_one_seed_is_missing_not_zero():
     one = rows_for_table2()
     one = one[one.seed == 0]
     assert compile_table(SPECS["ipt-table2"], one).ours.isna().all().all()
+
+
+def test_figure4_compares_ist_in_the_msf_and_the_random_subspace_relative_to_fine_tuning():
+    rows = [{"experiment": "ipt", "stage": "stage0", "task": t, "method": "finetune", "lr": 1e-5, "seed": 42,
+             "dev_metric": 1.0, "test_metric": 50.0} for t in ("u1", "u2")]
+    for setting, score in (("random", 40.0), ("random-prompt", 20.0)):
+        for t in ("u1", "u2"):
+            rows.append({"experiment": "ipt", "stage": "ist", "setting": setting, "subset": "test", "task": t,
+                         "method": "prompt", "d_intrinsic": 2000 if setting == "random-prompt" else 10, "lr": 1e-5,
+                         "seed": 42, "dev_metric": 1.0, "test_metric": score})
+    rows.append({"experiment": "ipt", "stage": "ist", "setting": "random-prompt", "subset": "train-same", "task": "t9",
+                 "method": "prompt", "d_intrinsic": 2000, "lr": 1e-5, "seed": 42, "dev_metric": 1.0, "test_metric": 1.0})
+    table = compile_table(SPECS["ipt-figure4"], pd.DataFrame(rows))
+    assert table.ours.loc["random-prompt", "2000"] == pytest.approx(40.0)  # 100 x 20 / 50; T_train rows left out
+    assert table.ours.loc["ipt-prompt", "10"] == pytest.approx(80.0)
+    assert table.ours.loc[["ipt-adapter", "random-all"]].isna().all().all()  # no runs yet: missing

@@ -105,7 +105,7 @@ EXPECTED = {
         "train_delta": 120 * 2 * 4 * 3,      # tasks x (PT, FT) x 4 lrs x 3 batch sizes
         "fit_subspace": 5,                   # d_I in {5, 10, 50, 100, 250}
         "optimize_subspace": 5 * (100 + 100 + 20) * 12,  # d_I x (train-same + train-diff + test) x PT grid
-        "tables": 4,
+        "tables": 5,                         # + ipt-figure4 (its IPT(Prompt) row)
         "report": 1,
         "all": 1,
     },
@@ -124,6 +124,15 @@ EXPECTED = {
         "fit_subspace": 5,
         "optimize_subspace": 5 * (35 + 35 + 8 + 76) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
         "tables": 3,
+        "report": 1,
+        "all": 1,
+    },
+    "config/paper/ipt-figure4.yaml": {
+        "prepare": 100 + 20,                 # the group's training tasks (read by the fit) + the test tasks
+        "train_delta": 20 * 2 * 4 * 3,       # test tasks x (PT, FT) x 4 lrs x 3 batch sizes (ipt-random's runs)
+        "fit_subspace": 7,                   # d_I in {5, 10, 50, 100, 250, 1000, 2000}: the random decoder
+        "optimize_subspace": 7 * 20 * 12,    # d_I x test tasks x the PT grid
+        "tables": 1,
         "report": 1,
         "all": 1,
     },
