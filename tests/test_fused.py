@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -133,30 +134,70 @@ def test_backbone_weight_methods_run_alone(tmp_path, capsys):
 
 
 def test_sigterm_checkpoints_every_run_and_rerun_resumes_them_all(tmp_path):
-    """A real SIGTERM on a fused job (dropout on, seq2seq): the rerun ends where an uninterrupted job does."""
+    """A real SIGTERM on a fused job (dropout on, seq2seq): the rerun ends where an uninterrupted job does,
+    also when the folder of a run that had finished is deleted first, as Snakemake deletes a killed job's outputs."""
     data = write_prepared(tmp_path / "data", "tiny-t5", n_train=32)
     def job(prefix):
-        runs = [run_args(data, tmp_path / f"{prefix}{i}", backbone="tiny-t5", method="adapter", lr=lr, steps=40,
-                         sets=["r=4"], extra=["--checkpoint-every", "1"]) for i, lr in enumerate((0.05, 0.01))]
+        runs = [run_args(data, tmp_path / f"{prefix}{i}", backbone="tiny-t5", method="adapter", lr=lr, steps=steps,
+                         sets=["r=4"], extra=["--checkpoint-every", "1"])
+                for i, (lr, steps) in enumerate(((0.05, 40), (0.01, 40), (0.02, 3)))]
         return ["train-fused", "--no-progress", *[x for r in runs for x in ("--run", shlex.join(r))]]
 
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, "-m", "deltaspace.cli", *job("killed")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 120
-    while not (tmp_path / "killed1" / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+    while not (tmp_path / "killed2" / "result.parquet").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the job finished before the signal arrived")
     assert proc.returncode == 143, out.decode()
-    steps = [torch.load(tmp_path / f"killed{i}" / "checkpoint.pt", weights_only=False)["step"] for i in range(2)]
-    assert steps[0] == steps[1] and 0 < steps[0] < 40
+    steps = [torch.load(tmp_path / f"killed{i}" / "checkpoint.pt", weights_only=False)["step"] for i in range(3)]
+    assert steps[0] == steps[1] and 3 <= steps[0] < 40 and steps[2] == 3
+    for name in ("result.parquet", "theta.safetensors", "theta.json", "curve.parquet"):
+        (tmp_path / "killed2" / name).unlink()
     assert main(job("killed")) == 0
     assert main(job("whole")) == 0
-    for i in range(2):
+    assert not any((tmp_path / f"killed{i}" / "checkpoint.pt").exists() for i in range(3))
+    for i in range(3):
         assert torch.equal(_theta(tmp_path / f"whole{i}"), _theta(tmp_path / f"killed{i}"))
         a = pd.read_parquet(tmp_path / f"whole{i}" / "result.parquet")
         b = pd.read_parquet(tmp_path / f"killed{i}" / "result.parquet")
         pd.testing.assert_frame_equal(a[COLS], b[COLS])
+
+
+def test_preflight_checks_fused_jobs(tmp_path):
+    """A fused job's estimate: one backbone and process, every run's state and steps."""
+    import yaml
+
+    from deltaspace.plan import Plan
+    from deltaspace.preflight import Checker, preflight
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config/smoke.yaml").read_text())
+    config["stage0"]["fuse"] = 4
+    path = tmp_path / "fused.yaml"
+    path.write_text(yaml.safe_dump(config))
+    report = preflight(path, repo)
+    assert report.ok, report.render()
+    assert "train_fused 4" in report.summary[0]
+    plan = Plan(config, repo)
+    checker = Checker(plan, repo)
+    job = next(j for j in plan.jobs() if j.rule == "train_fused")
+    alone = {wc.task: checker.estimate(j) for j in Plan({**config, "stage0": {**config["stage0"], "fuse": 1}},
+                                                         repo).jobs()
+             if j.rule == "train_delta" and j.wildcards.method == job.wildcards.method for wc in [j.wildcards]}
+    fused = checker.estimate(job)
+    assert fused.steps == sum(e.steps for e in alone.values())
+    assert max(e.host_gb for e in alone.values()) < fused.host_gb < sum(e.host_gb for e in alone.values())
+
+
+def test_backbone_weight_methods_match_the_registry():
+    """The torch-free list the plan keeps out of fused jobs is the registry's BackboneWeights methods."""
+    from deltaspace.deltas.finetune import BackboneWeights
+    from deltaspace.deltas.registry import METHODS
+    from deltaspace.method_names import BACKBONE_WEIGHT_METHODS
+
+    assert sorted(BACKBONE_WEIGHT_METHODS) == sorted(n for n, c in METHODS.items() if issubclass(c, BackboneWeights))

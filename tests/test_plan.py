@@ -7,8 +7,10 @@ preflight checks the plan's jobs; the first test proves that both see the same D
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltaspace.plan import ConfigError, Plan
+from deltaspace.plan import ConfigError, Plan, _flat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,7 @@ def snakemake_jobs(configfile: str) -> set[tuple]:
     jobs = set()
     for block in re.split(r"\n\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n", proc.stdout)[1:]:
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)[1]
+        rule = re.sub(r"^train_fused_\d+$", "train_fused", rule)  # one Snakemake rule per fused job
         if rule == "all":
             continue
         outputs = frozenset(re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", "))
@@ -63,6 +66,60 @@ def test_plan_jobs_are_the_snakemake_dag(configfile, monkeypatch):
     ours_report = [j for j in ours if j[0] == "report"]
     assert len(ours_report) == 1
     assert ours - set(ours_report) == theirs
+
+
+def fused_smoke(tmp_path, fuse: int = 4) -> str:
+    config = load("config/smoke.yaml")
+    config["stage0"]["fuse"] = fuse
+    path = tmp_path / f"smoke-fuse{fuse}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_fused_plan_jobs_are_the_snakemake_dag(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    configfile = fused_smoke(tmp_path)
+    ours = {j for j in plan_jobs(configfile) if j[0] != "report"}
+    assert {j[0] for j in ours} >= {"train_delta", "train_fused"}
+    assert ours == {j for j in snakemake_jobs(configfile) if j[0] != "report"}
+
+
+def test_fused_jobs_write_the_files_of_the_runs_they_replace():
+    config = load("config/smoke.yaml")
+    plain = Plan(config, REPO).jobs()
+    config["stage0"]["fuse"] = 1
+    assert [j.command for j in Plan(config, REPO).jobs()] == [j.command for j in plain]  # fuse 1 = no fuse
+    config["stage0"]["fuse"] = 4
+    fused = Plan(config, REPO).jobs()
+    stage0 = lambda jobs: sorted(f for j in jobs if j.rule in ("train_delta", "train_fused")  # noqa: E731
+                                 for f in _flat(j.output.values()))
+    assert stage0(fused) == stage0(plain)
+    others = lambda jobs: sorted(j.command for j in jobs if j.rule not in ("train_delta", "train_fused"))  # noqa: E731
+    assert others(fused) == others(plain)
+    groups = [j for j in fused if j.rule == "train_fused"]
+    # the smoke config's adapter, prefix, lora and prompt runs on 3 tasks each: one job each; the methods
+    # with one run (bitfit, a composite, a sequential combination, a classifier head) stay train_delta
+    assert [(j.wildcards.method, len(j.members)) for j in groups] == [("adapter", 3), ("prefix", 3), ("lora", 3),
+                                                                       ("prompt", 3)]
+    one = next(j for j in plain if j.rule == "train_delta" and j.wildcards.method == "adapter")
+    assert groups[0].resources["runtime"] == 3 * one.resources["runtime"]
+    assert groups[0].resources["mem_mb"] == math.ceil(1.5 * one.resources["mem_mb"])
+    assert groups[0].command.count(" --run ") == 3
+    assert all(f"--run {shlex.quote(j.command.removeprefix('deltaspace train '))}" in groups[0].command
+               for j in plain if j.rule == "train_delta" and j.wildcards.method == "adapter")
+
+
+def test_fused_groups_are_even_and_skip_runs_that_cannot_share_a_backbone():
+    from deltaspace.fused_plan import _even_chunks
+
+    assert [len(c) for c in _even_chunks(list(range(9)), 8)] == [5, 4]
+    assert [len(c) for c in _even_chunks(list(range(16)), 8)] == [8, 8]
+    config = load("config/config.yaml")
+    config["stage0"]["fuse"] = 8
+    plan = Plan(config, REPO)
+    methods = {wc.method for g in plan.fused_groups for wc in g.members}
+    assert "finetune" not in methods and "zero-shot" not in methods  # backbone weights; no training step
+    assert {"adapter", "prefix", "lora", "prompt", "bitfit"} <= methods
 
 
 def test_plan_imports_neither_torch_nor_snakemake():

@@ -8,3 +8,7 @@ keeps the two in step. A composite joins names with "+" (prompt+bitfit+adapter: 
 METHOD_NAMES = ("adapter", "prefix", "lora", "prompt", "bitfit", "finetune", "lora-mpco", "lora-mpcd",
                 "lora-mpcn", "parallel-adapter", "trilora", "flora", "adalora", "dora", "ssl", "ssb", "ia3",
                 "sam-parser", "last-layer", "selective", "classifier")
+
+#: Methods whose θ is backbone weights (deltaspace.deltas.finetune.BackboneWeights): their runs cannot
+#: share one backbone, so a fused stage-0 job never takes them (deltaspace.train.fused).
+BACKBONE_WEIGHT_METHODS = ("finetune", "last-layer", "selective")

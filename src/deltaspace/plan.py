@@ -19,11 +19,13 @@ import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from deltaspace.fused_plan import fused_groups, fused_jobs
 from deltaspace.method_names import METHOD_NAMES
 
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
@@ -89,6 +91,7 @@ class RuleSpec:
 RULES = {
     "prepare": RuleSpec("prepare", "prepare"),
     "train_delta": RuleSpec("train", "train", by_method=True),
+    "train_fused": RuleSpec("train-fused", "train", by_method=True),  # stage0.fuse > 1 (deltaspace.fused_plan)
     "fit_subspace": RuleSpec("fit-subspace", "fit"),
     "optimize_subspace": RuleSpec("optimize-subspace", "optimize", by_method=True),
     "landscape": RuleSpec("landscape", "landscape"),
@@ -130,6 +133,7 @@ class Job:
     command: str
     threads: int
     resources: dict[str, int] = field(default_factory=dict)
+    members: list = field(default_factory=list)  # a fused job's runs (train_delta wildcards)
 
 
 def suggest(name: str, choices, n: int = 3) -> str:
@@ -784,6 +788,11 @@ class Plan:
         """A table job waits for every result of the config (it reads the experiment's whole folder)."""
         return {"results": self.all_results}
 
+    @cached_property
+    def fused_groups(self) -> list:
+        """The fused stage-0 jobs (stage0.fuse > 1): deltaspace.fused_plan."""
+        return fused_groups(self)
+
     # ----------------------------------------------------------------------- resources
 
     def resource(self, family: str, key: str, method: str | None = None) -> int:
@@ -1019,8 +1028,10 @@ class Plan:
         them with `snakemake -n -p`): the prepare jobs are those the other jobs read.
         """
         work: list[Job] = []
+        fused = {tuple(wc.values()) for group in self.fused_groups for wc in group.members}
+        alone = [wc for wc in self.stage0_wildcards() if tuple(wc.values()) not in fused]
         for rule, wildcards, inputs, args in (
-                ("train_delta", self.stage0_wildcards(), self.train_inputs, self.train_args),
+                ("train_delta", alone, self.train_inputs, self.train_args),
                 ("fit_subspace", self.fit_wildcards(), self.fit_inputs, self.fit_args),
                 ("optimize_subspace", self.optimize_wildcards(), self.optimize_inputs, self.optimize_args),
                 ("landscape", self.landscape_wildcards(), self.landscape_inputs, self.landscape_args),
@@ -1028,6 +1039,7 @@ class Plan:
             for wc in wildcards:
                 inp, out = Files(inputs(wc)), Files(self.outputs(rule, wc))
                 work.append(self._job(rule, wc, inp, out, args(wc, inp, out)))
+        work += fused_jobs(self)
         for wc in self.efficiency_wildcards():
             out = Files(self.outputs("efficiency", wc))
             work.append(self._job("efficiency", wc, Files(), out, self.efficiency_args(wc, out)))

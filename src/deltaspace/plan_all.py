@@ -32,7 +32,9 @@ ARG_FUNCTIONS = {"prepare_args": "prepare", "convert_args": "convert_backbone", 
                  "fit_args": "fit_subspace", "optimize_args": "optimize_subspace", "landscape_args": "landscape",
                  "task_transfer_args": "task_transfer", "efficiency_args": "efficiency",
                  "synthetic_mpc_args": "synthetic_mpc", "tables_args": "tables"}
-FAMILY_RULES = {spec.family: rule for rule, spec in RULES.items()}
+FAMILY_RULES: dict[str, str] = {}
+for _rule, _spec in RULES.items():  # a family's first rule (train_fused sizes itself from train_delta's)
+    FAMILY_RULES.setdefault(_spec.family, _rule)
 
 
 def is_multi(config: dict) -> bool:
@@ -51,6 +53,8 @@ def first_output(files: dict) -> str:
 
 class PaperPlans:
     """The merged plan of several experiment configs (see the module docstring)."""
+
+    fused_groups: list = []  # no fused stage-0 jobs in a merged DAG (see _plan)
 
     def __init__(self, config: dict, root: str | Path = "."):
         self.config, self.root = config, Path(root)
@@ -89,6 +93,9 @@ class PaperPlans:
         errors = schema_errors(sub, self.root / CONFIG_SCHEMA)
         if errors:
             raise ConfigError(where, f"{name} is not a valid config:\n" + "\n".join(errors))
+        # One experiment's fused jobs (stage0.fuse) group its own runs, and the runs two experiments share
+        # must be one job: the merged DAG trains every stage-0 run as its own job.
+        (sub.get("stage0") or {}).pop("fuse", None)
         try:
             return Plan(sub, self.root)
         except ConfigError as err:

@@ -599,7 +599,12 @@ def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: in
         index = {id(r): i for i, r in zip(members, runs)}
 
         def finish(run: FusedRun) -> None:
-            results[index[id(run)]] = finish_stage0(run.s, run.outcome())
+            # The run's final state stays in its checkpoint until the whole group is done: a workflow
+            # manager that deletes a killed job's outputs (Snakemake) makes the rerun rewrite this folder
+            # from it instead of training the run again, so the rerun's batches hold the same runs.
+            if run.saved_step != run.step:
+                run.save()
+            results[index[id(run)]] = finish_stage0(run.s, run.outcome(), keep_checkpoint=True)
 
         for run in runs:
             if not run.active:  # its checkpoint says it ended (an early stop) before the job was cut
@@ -608,6 +613,9 @@ def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: in
         failures = [str(r.failed) for r in runs if r.failed is not None]
         if failures:
             raise TrainingDiverged("; ".join(failures))
+    for out in outs:  # every run is done: the finished runs' kept checkpoints go
+        if (out / "result.parquet").exists():
+            (out / "checkpoint.pt").unlink(missing_ok=True)
     return results
 
 

@@ -343,8 +343,9 @@ def attention_for(method: str) -> str:
     return "eager" if eager else "sdpa"
 
 
-def finish_stage0(s: Stage0Setup, outcome) -> pd.DataFrame:
-    """Test the best dev step and write θ, the curve and the result row (then drop the checkpoint)."""
+def finish_stage0(s: Stage0Setup, outcome, keep_checkpoint: bool = False) -> pd.DataFrame:
+    """Test the best dev step and write θ, the curve and the result row (then drop the checkpoint,
+    unless ``keep_checkpoint``: a fused job keeps a finished run's until every run of it is done)."""
     delta, head_of_task, data, cfg, out, rows = s.delta, s.head, s.data, s.cfg, s.out, s.rows
     method, backbone_name, chosen, epochs, head = s.method, s.backbone_name, s.chosen, s.epochs, s.head_name
     experiment, setting, eval_batch_size, train_eval = s.experiment, s.setting, s.eval_batch_size, s.train_eval
@@ -379,7 +380,8 @@ def finish_stage0(s: Stage0Setup, outcome) -> pd.DataFrame:
     row.update(s.record)
     result = pd.DataFrame([row])
     write_parquet(result, out / "result.parquet")
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+    if not keep_checkpoint:
+        (out / "checkpoint.pt").unlink(missing_ok=True)
     return result
 
 
