@@ -1,5 +1,6 @@
-"""The parameter shares the papers print beside their scores: survey Table 3's ratio row, the
-tunable-parameters rows of Tables 5-7, the decomposition paper's ‰Params column (Tables II-IV)."""
+"""Specs added for paper coverage (issue 13): the parameter shares the papers print beside their
+scores (survey Table 3's ratio row, the tunable-parameters rows of Tables 5-7, the decomposition
+paper's ‰Params column of Tables II-IV) and the survey's Figure 10 (sequential combinations)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,18 @@ def test_head_size_is_the_classifier_part_of_theta():
     plain = build_delta("lora", load_backbone("tiny-bert"), r=2)
     assert head_size(plain) == 0
     assert head_size(with_head) == with_head.size - plain.size > 0
+
+
+def test_figure10_reads_each_order_without_and_with_templates():
+    from deltaspace.tables import load_specs as _load
+
+    spec = _load()["survey-figure10"]
+    assert len(spec.rows) == 15 and [r.label for r in spec.rows][:4] == ["PT", "BF", "AP", "PT → BF"]
+    base = {"experiment": "survey-combination-full", "backbone": "roberta-large", "regime": "full", "task": "glue-sst2"}
+    rows = [run(**base, method="seq-p-b", sequence="p-b", template="none", seed=s, test_metric=90.0 + s) for s in (0, 2)]
+    rows += [run(**base, method="manual-seq-p-b", sequence="p-b", template="manual", seed=0, test_metric=93.0),
+             run(**{**base, "task": "glue-rte"}, method="seq-p-b", sequence="p-b", template="none", test_metric=1.0)]
+    table = compile_table(spec, pd.DataFrame(rows))
+    assert table.ours.loc["p-b", "none"] == 91.0 and table.spread.loc["p-b", "none"] == pytest.approx(2 ** 0.5)
+    assert table.ours.loc["p-b", "manual"] == 93.0
+    assert math.isnan(table.ours.loc["p-b-a", "none"])
