@@ -124,13 +124,18 @@ def test_spec_file_and_skip_of_finished_runs(tmp_path, capsys):
     assert torch.equal(before, _theta(tmp_path / "a"))
 
 
-def test_backbone_weight_methods_run_alone(tmp_path, capsys):
+def test_backbone_weight_methods_and_zero_step_runs_run_alone(tmp_path, capsys):
     data = _tasks(tmp_path, "tiny-bert")[0]
     runs = [run_args(data, tmp_path / f"ft{i}", method="finetune", lr=lr, steps=3) for i, lr in enumerate((1e-3, 1e-4))]
+    runs.append(run_args(data, tmp_path / "zero", sets=["r=4"], steps=0))  # a zero-shot row
     assert main(["train-fused", *[x for r in runs for x in ("--run", shlex.join(r))]]) == 0
-    assert "run(s) one after another" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tunes backbone weights" in out and "a run of no training step" in out
     assert main(["train", *run_args(data, tmp_path / "sep", method="finetune", lr=1e-3, steps=3)]) == 0
     torch.testing.assert_close(_theta(tmp_path / "ft0"), _theta(tmp_path / "sep"))
+    assert main(["train", *run_args(data, tmp_path / "zero_sep", sets=["r=4"], steps=0)]) == 0
+    a, b = pd.read_parquet(tmp_path / "zero_sep" / "result.parquet"), pd.read_parquet(tmp_path / "zero" / "result.parquet")
+    pd.testing.assert_frame_equal(a[COLS], b[COLS])
 
 
 def test_sigterm_checkpoints_every_run_and_rerun_resumes_them_all(tmp_path):

@@ -421,8 +421,8 @@ def fused_loop(runs: list[FusedRun], binding: GroupedBinding, progress: bool = T
     if not runs:
         return runs
     for run in runs:
-        if run.cfg.steps == 0 or run.cfg.micro_batch_size:
-            raise FusionError("fused runs train at least one step with whole batches (no --micro-batch-size)")
+        if _why_alone(run.s.method, run.cfg):
+            raise FusionError(f"{run.s.desc}: {_why_alone(run.s.method, run.cfg)} cannot be fused")
     torch.manual_seed(runs[0].cfg.seed)
     rng = next((r.rng for r in runs if r.rng is not None), None)
     if rng is not None:
@@ -539,8 +539,21 @@ def _group_runs(parsed: list) -> tuple[dict[tuple, list[int]], dict[int, tuple]]
                                                epochs=a.epochs, record=parse_records(a.record))
         prepared[i] = (a, options, final)
         tiny_seed = cfg.seed if backbone_spec(a.backbone).source == "tiny" else None  # random weights per seed
-        groups.setdefault((a.backbone, tiny_seed, method, repr(sorted(final.items())), a.head), []).append(i)
+        alone = _why_alone(method, cfg)
+        groups.setdefault((a.backbone, tiny_seed, method, repr(sorted(final.items())), a.head, alone), []).append(i)
     return groups, prepared
+
+
+def _why_alone(method: str, cfg) -> str | None:
+    """Why a run cannot join a fused batch, or None when it can."""
+    weights = runs_alone(method)
+    if weights:
+        return f"method {method}: {', '.join(weights)} tunes backbone weights, so its runs cannot share one backbone"
+    if cfg.steps == 0:
+        return "a run of no training step"
+    if cfg.micro_batch_size:
+        return "a run with --micro-batch-size (a fused step takes whole batches)"
+    return None
 
 
 def _stage0_kwargs(a) -> dict:
@@ -578,11 +591,10 @@ def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: in
         raise ValueError("two fused runs write the same --out folder")
     results: list = [None] * len(parsed)
     groups, prepared = _group_runs(parsed)
-    for (backbone_name, _, method, _, head), members in groups.items():
-        alone = runs_alone(method)
+    for (backbone_name, _, method, _, head, alone), members in groups.items():
         if alone:
-            print(f"deltaspace train-fused: method {method}: {', '.join(alone)} tunes backbone weights, so its "
-                  f"runs cannot share one backbone: training {len(members)} run(s) one after another")
+            print(f"deltaspace train-fused: {alone}: training {len(members)} run(s) one after another, "
+                  "each as deltaspace train does")
             for i in members:
                 a, options, _ = prepared[i]
                 results[i] = train_stage0(a.data, a.method, a.backbone, options, loop_config(a), a.out,
