@@ -92,6 +92,28 @@ def test_hub_loader_through_datasets_returns_rows_and_class_names(tmp_path):
         read_hub("parquet", None, "validation", data_files={"train": str(tmp_path / "train.parquet")})
 
 
+def test_hub_repository_with_a_loading_script_is_read_from_its_parquet_conversion(monkeypatch, capsys):
+    """datasets >= 4 refuses a repository that still holds a loading script (wiki_bio, limit, ...); the
+    loader then reads the hub's Parquet conversion of it, and says so."""
+    calls = []
+    rows = datasets.Dataset.from_dict({"text": ["a", "b"]})
+
+    def fake_load(dataset_id, config, split, revision=None, data_files=None):
+        calls.append(revision)
+        if revision != "refs/convert/parquet":
+            raise RuntimeError("Dataset scripts are no longer supported, but found wiki_bio.py")
+        return rows
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    records, _ = read_hub("michaelauli/wiki_bio", None, "train")
+    assert calls == [None, "refs/convert/parquet"] and [r.data["text"] for r in records] == ["a", "b"]
+    assert "loading script" in capsys.readouterr().err
+    calls.clear()  # a revision the registry names is the user's choice: no second try
+    with pytest.raises(DataError, match="Dataset scripts are no longer supported"):
+        read_hub("michaelauli/wiki_bio", None, "train", revision="main")
+    assert calls == ["main"]
+
+
 def _task(source, **kw):
     return TaskSpec(name="toy", ontology="cls/other", kind="classification", metric="accuracy", k_rule="per_class",
                     source=source, template=Template(input="{text}", label="label"), verbalizers=("a", "b"), **kw)

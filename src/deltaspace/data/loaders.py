@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,12 @@ def read_records(path: str | os.PathLike, fmt: str | None = None, **options: Any
 # --------------------------------------------------------------------------- the hub
 
 
+# What datasets (>= 4) says of a repository that still holds a loading script, and the branch where the
+# hub keeps every public dataset's automatic Parquet conversion.
+SCRIPT_REFUSED = "Dataset scripts are no longer supported"
+PARQUET_REVISION = "refs/convert/parquet"
+
+
 def read_hub(dataset_id: str, config: str | None, split: str, *, revision: str | None = None,
              data_files: Any = None) -> tuple[list[Record], dict[str, list[str]]]:
     """Rows of one hub split, and the class names of its ClassLabel columns.
@@ -194,7 +201,16 @@ def read_hub(dataset_id: str, config: str | None, split: str, *, revision: str |
 
     prefix = f"hub:{dataset_id}" + (f"[{config}]" if config else "") + f"/{split}"
     try:
-        ds = datasets.load_dataset(dataset_id, config, split=split, revision=revision, data_files=data_files)
+        try:
+            ds = datasets.load_dataset(dataset_id, config, split=split, revision=revision, data_files=data_files)
+        except RuntimeError as exc:
+            if revision is not None or data_files is not None or SCRIPT_REFUSED not in str(exc):
+                raise
+            # datasets >= 4 no longer runs loading scripts; the hub's Parquet conversion of the same
+            # repository (one branch, configs and splits kept) holds the rows without one.
+            print(f"{prefix}: the repository has a loading script, which datasets {datasets.__version__} refuses; "
+                  f"reading its Parquet conversion (revision {PARQUET_REVISION})", file=sys.stderr)
+            ds = datasets.load_dataset(dataset_id, config, split=split, revision=PARQUET_REVISION)
     except Exception as exc:  # datasets raises many types (network, missing split, missing config)
         raise DataError(f"{prefix}: cannot load: {type(exc).__name__}: {exc}") from exc
     names = {col: feat.names for col, feat in ds.features.items() if isinstance(feat, datasets.ClassLabel)}
