@@ -1,5 +1,7 @@
 """The subspace stages end to end on a tiny encoder: stage 0 → fit → optimize/transfer → landscape."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -120,7 +122,7 @@ def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
     train = [write_prepared(tmp_path / f"d{i}", "tiny-bert", task=f"toy-{i}", shift=i) for i in range(2)]
     unseen = write_prepared(tmp_path / "du", "tiny-bert", task="toy-unseen", shift=3)
     stage0 = []
-    for data in train:
+    for data in [*train, unseen]:
         out = tmp_path / "pt" / data.name
         assert main(["train", "--data", str(data), "--method", "prompt", "--set", "n=4", "--backbone", "tiny-bert",
                      "--lr", "0.3", "--steps", "6", "--eval-every", "3", "--out", str(out), *LOOP]) == 0
@@ -128,10 +130,14 @@ def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
     msf = tmp_path / "msf"
     assert main(["fit-subspace", "--mode", "msf", "--backbone", "tiny-bert", "--methods", "prompt", "--y", "3",
                  "--train-data", *map(str, train), "--stage0", *map(str, stage0), "--recon-weight", "200",
+                 "--test-data", str(unseen),  # T_test (MSF): the unseen task's own prompt, reconstructed
                  "--lr", "0.01", "--steps", "6", "--eval-every", "3", "--optimizer", "adamw", "--out", str(msf),
                  *LOOP]) == 0
     fit_rows = pd.read_parquet(msf / "result.parquet")
-    assert set(fit_rows.stage) == {"msf"} and set(fit_rows.subset) == {"train"} and fit_rows.test_metric.notna().all()
+    assert set(fit_rows.stage) == {"msf"} and fit_rows.test_metric.notna().all()
+    assert sorted(fit_rows.groupby("subset").task.apply(sorted).items()) == [("test", ["toy-unseen"]),
+                                                                             ("train", ["toy-0", "toy-1"])]
+    assert json.loads((msf / "subspace.json").read_text())["tasks"] == ["toy-0", "toy-1"]  # unseen: not fitted
     random = tmp_path / "random"
     assert main(["fit-subspace", "--mode", "random", "--backbone", "tiny-bert", "--methods", "prompt",
                  "--set", "prompt.n=4", "--y", "3", "--lr", "0", "--out", str(random), *LOOP]) == 0

@@ -922,6 +922,10 @@ class Plan:
         inputs = {"data": [f"{self.data_dir(self.backbone, t, self.dseed)}/manifest.json" for t in group["train"]]}
         if s["mode"] in MODES_NEEDING_STAGE0:
             inputs["stage0"] = [f for t in group["train"] for f in self.stage0_task_results(t, s["methods"])]
+        if s["mode"] == "msf" and group["test"]:
+            # IPT's T_test (MSF): the fitted auto-encoder reconstructs the test tasks' own PT prompts
+            inputs["test_data"] = [f"{self.data_dir(self.backbone, t, self.dseed)}/manifest.json" for t in group["test"]]
+            inputs["stage0"] += [f for t in group["test"] for f in self.stage0_task_results(t, s["methods"])]
         return inputs
 
     def fit_args(self, wc, input, output) -> str:
@@ -936,6 +940,8 @@ class Plan:
         args.append(f"--train-data {folders(input.data)}")
         if "stage0" in input.keys():
             args.append(f"--stage0 {folders(input.stage0)}")
+        if "test_data" in input.keys():
+            args.append(f"--test-data {folders(input.test_data)}")
         args += [f"--out {q(parent(output.result))}", self.loop_flags(s["fit"]["loop"], wc.run),
                  self.common_flags(wc.setting)]
         return " ".join(a for a in args if a)

@@ -37,7 +37,7 @@ def _fit(args) -> int:
         args.stage0 or [], loop_config(args), args.out, recon_weight=args.recon_weight, lr_vector=args.lr_vector,
         experiment=args.experiment, setting=args.setting, eval_batch_size=args.eval_batch_size,
         progress=not args.no_progress, stop_after=args.stop_after_step, task_mix=args.task_mix,
-        per_task_cap=args.per_task_cap, recon_form=args.recon_form))
+        per_task_cap=args.per_task_cap, recon_form=args.recon_form, test_data=args.test_data))
 
 
 def _optimize(args) -> int:
@@ -73,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--y", type=positive_int, required=True, help="intrinsic dimension (d_I in IPT)")
     p.add_argument("--train-data", nargs="*", default=[], help="prepared folders of the training tasks")
     p.add_argument("--stage0", nargs="*", help="stage-0 output folders (every LR/seed; the best on dev is used)")
+    p.add_argument("--test-data", nargs="*", default=[],
+                   help="msf: prepared folders of unseen tasks whose own stage-0 prompts (in --stage0) the fitted "
+                        "auto-encoder reconstructs and scores (IPT's T_test (MSF), rows with subset test)")
     p.add_argument("--recon-weight", type=non_negative_float, default=10.0, help="reconstruction weight (10; IPT: 200)")
     p.add_argument("--recon-form", choices=("sum", "mean"), default="sum",
                    help="msf: L_AE as the paper's sum of squares over a prompt (default) or the released code's "

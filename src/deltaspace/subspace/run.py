@@ -29,8 +29,11 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
                  recon_weight: float, lr_vector: float | None, experiment: str, setting: str,
                  eval_batch_size: int = 32, progress: bool = True, stop_after: int | None = None,
                  task_mix: str | None = None, per_task_cap: int = DEFAULT_PER_TASK_CAP,
-                 recon_form: str = "sum") -> pd.DataFrame:
+                 recon_form: str = "sum", test_data: list[str] | tuple = ()) -> pd.DataFrame:
     """Stage 1: fit the subspace on the training tasks and save each method's decoder.
+
+    ``test_data`` (msf only): unseen tasks whose own best stage-0 prompts (among ``stage0``) the
+    fitted auto-encoder reconstructs; their scores are rows with ``subset`` test (IPT's T_test (MSF)).
 
     ``task_mix`` draws the multi-task batches (:func:`.runtime.task_streams`); its default is
     :func:`.runtime.default_task_mix` of the mode (the paper's blend for ``joint``).
@@ -38,6 +41,8 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
     started, out = time.perf_counter(), Path(out)
     if mode == "random":
         return random_prompt_subspace(backbone, options, y, cfg.seed, out)
+    if test_data and mode != "msf":
+        raise ValueError(f"fit-subspace --test-data reconstructs unseen tasks' prompts: --mode msf only, not {mode}")
     if not train_data:
         raise ValueError(f"fit-subspace --mode {mode} needs --train-data (the training tasks' prepared folders)")
     tasks = [load_task_data(p) for p in train_data]
@@ -46,10 +51,13 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
     thetas = None
     if mode in ("joint", "msf"):
         solutions = best_stage0(stage0)
-        missing = [(t.name, m) for t in tasks for m in methods if (t.name, m) not in solutions]
+        unseen = [load_task_data(p) for p in test_data]
+        for t in unseen:
+            check_backbone_matches(t, backbone)
+        missing = [(t.name, m) for t in tasks + unseen for m in methods if (t.name, m) not in solutions]
         if missing:
-            raise ValueError(f"fit-subspace --mode {mode} needs a stage-0 solution for every training task and "
-                             f"method; missing: {missing}")
+            raise ValueError(f"fit-subspace --mode {mode} needs a stage-0 solution for every training (and "
+                             f"--test-data) task and method; missing: {missing}")
         for m in methods:  # the subspace's methods use the options their θ were trained with
             options[m] = {**solutions[tasks[0].name, m].options, **options[m]}
         thetas = {m: torch.stack([load_theta(solutions[t.name, m].path)[0] for t in tasks]) for m in methods}
@@ -78,10 +86,32 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
                  test_metric=tests[task, m], metric=next(t.metric for t in tasks if t.name == task),
                  size=runtimes[m].delta.size)
             for (task, m), dev in objective.scores().items()]
+    if test_data:
+        for task, m, dev, test in reconstructed_scores(objective, unseen, solutions):
+            rows.append(_row({**base, "subset": "test"}, config, started, task=task.name, method=m, source_method=m,
+                             target_method=m, dev_metric=dev, test_metric=test, metric=task.metric,
+                             size=runtimes[m].delta.size))
     result = pd.DataFrame(rows)
     write_parquet(result, out / "result.parquet")
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return result
+
+
+@torch.no_grad()
+def reconstructed_scores(objective: FitObjective, tasks: list, solutions: dict) -> list[tuple]:
+    """(task, method, dev, test) of each unseen task's own stage-0 prompt passed through the fitted
+    auto-encoder: how well MSF reconstructs prompts it never saw (IPT §4.2, T_test (MSF))."""
+    (method, rt), = objective.runtimes.items()
+    objective.module.eval()
+    out = []
+    for task in tasks:
+        theta = load_theta(solutions[task.name, method].path)[0].to(next(objective.module.parameters()).device)
+        rebuilt, _ = objective.module(theta)
+        head = rt.head(task)
+        dev, test = (rt.score(rebuilt, head, split_rows(task, split), task.metric, objective.eval_batch_size)
+                     for split in ("dev", "test"))
+        out.append((task, method, dev, test))
+    return out
 
 
 def random_prompt_subspace(backbone: str, options: dict[str, dict], y: int, seed: int, out: Path) -> pd.DataFrame:

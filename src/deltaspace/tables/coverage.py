@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ..io import atomic_write
 from .compile import compile_table
 from .spec import AVG, TableSpec, load_specs
 
@@ -84,12 +85,15 @@ def planned_rows(plan) -> pd.DataFrame:
                 for run in s["fit"]["runs"]:
                     lr, _, seed = parse_run(run)
                     stage = "msf" if s["mode"] == "msf" else "fit"
-                    for task in g["train"]:
-                        for m in s["methods"]:
-                            rows.append({"experiment": plan.experiment, "stage": stage, "setting": name,
-                                         "subset": "train", "task": task, "method": m, "source_method": m,
-                                         "target_method": m, "backbone": plan.backbone, "seed": seed, "lr": lr,
-                                         "d_intrinsic": y, **scores})
+                    # msf also scores the test tasks' own prompts through the auto-encoder (--test-data)
+                    subsets = [("train", g["train"])] + ([("test", g["test"])] if s["mode"] == "msf" else [])
+                    for subset, members in subsets:
+                        for task in members:
+                            for m in s["methods"]:
+                                rows.append({"experiment": plan.experiment, "stage": stage, "setting": name,
+                                             "subset": subset, "task": task, "method": m, "source_method": m,
+                                             "target_method": m, "backbone": plan.backbone, "seed": seed, "lr": lr,
+                                             "d_intrinsic": y, **scores})
     for wc in plan.optimize_wildcards():
         s = plan.settings[wc.setting]
         lr, bs, seed = parse_run(wc.run)
@@ -358,7 +362,8 @@ def coverage_command(args: argparse.Namespace) -> int:
     section = render(entries, items)
     doc = args.root / DOC
     if args.write:
-        doc.write_text(replace_section(doc.read_text(encoding="utf-8"), section), encoding="utf-8")
+        text = replace_section(doc.read_text(encoding="utf-8"), section)
+        atomic_write(doc, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         print(f"wrote the coverage section of {doc}")
     elif args.check:
         if section not in doc.read_text(encoding="utf-8"):
