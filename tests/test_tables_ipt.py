@@ -64,3 +64,15 @@ def test_figure4_compares_ist_in_the_msf_and_the_random_subspace_relative_to_fin
     assert table.ours.loc["random-prompt", "2000"] == pytest.approx(40.0)  # 100 x 20 / 50; T_train rows left out
     assert table.ours.loc["ipt-prompt", "10"] == pytest.approx(80.0)
     assert table.ours.loc[["ipt-adapter", "random-all"]].isna().all().all()  # no runs yet: missing
+
+
+@pytest.mark.parametrize("table_id,setting", [("ipt-figure8a", "non-cls"), ("ipt-figure8b", "cls")])
+def test_figure8_is_figure3_relative_to_fine_tuning(table_id, setting):
+    rows = [{"experiment": "ipt", "stage": "stage0", "task": "t", "method": m, "lr": 1e-5, "seed": 42, "dev_metric": 1.0,
+             "test_metric": score} for m, score in (("finetune", 40.0), ("prompt", 20.0))]
+    rows.append({"experiment": "ipt", "stage": "ist", "setting": setting, "subset": "test-in", "task": "t",
+                 "method": "prompt", "d_intrinsic": 100, "lr": 1e-5, "seed": 42, "dev_metric": 1.0, "test_metric": 30.0})
+    frame = pd.DataFrame(rows)
+    assert compile_table(SPECS[table_id], frame).ours.loc["ist-test-in", "100"] == pytest.approx(75.0)  # of FT
+    figure3 = {"non-cls": "ipt-figure3c", "cls": "ipt-figure3d"}[setting]
+    assert compile_table(SPECS[figure3], frame).ours.loc["ist-test-in", "100"] == pytest.approx(150.0)  # of PT

@@ -114,7 +114,7 @@ EXPECTED = {
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
         "optimize_subspace": 5 * (35 + 35 + 41 + 43) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
-        "tables": 3,
+        "tables": 4,                         # + ipt-figure8a
         "report": 1,
         "all": 1,
     },
@@ -123,7 +123,7 @@ EXPECTED = {
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
         "optimize_subspace": 5 * (35 + 35 + 8 + 76) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
-        "tables": 3,
+        "tables": 4,                         # + ipt-figure8b
         "report": 1,
         "all": 1,
     },
