@@ -66,3 +66,21 @@ def test_bad_arguments_fail_before_measuring(tmp_path, capsys):
     assert main(["efficiency", "--backbone", "tiny-t5", "--method", "lorra", "--out", str(tmp_path / "o")]) == 2
     assert "Valid methods" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow  # two measuring child processes
+def test_step_time_per_input_length(tmp_path):
+    """Survey Figure 13 (A28): the median time of a training step, measured at each input length."""
+    rows = run(tmp_path, "time", "--backbone", "tiny-t5", "--method", "bitfit", "--batch-sizes", "2",
+               "--input-lengths", "8,64", "--target-length", "4", "--time-steps", "3")
+    assert list(rows.input_length) == [8, 64] and list(rows.batch_size) == [2, 2]
+    assert (rows.step_seconds > 0).all() and set(rows.status) == {"ok"}
+    plain = run(tmp_path, "plain", "--backbone", "tiny-t5", "--method", "bitfit", "--batch-sizes", "0")
+    assert plain.step_seconds.isna().all()  # not asked to time (and batch 0 has no step to time)
+    assert plain.config_hash.iloc[0] != rows.config_hash.iloc[0]
+
+
+def test_input_lengths_must_be_positive(tmp_path, capsys):
+    assert main(["efficiency", "--backbone", "tiny-t5", "--method", "bitfit", "--input-lengths", "8,0",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--input-lengths expects" in capsys.readouterr().err

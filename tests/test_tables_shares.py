@@ -106,3 +106,15 @@ def test_figure10_reads_each_order_without_and_with_templates():
     assert table.ours.loc["p-b", "none"] == 91.0 and table.spread.loc["p-b", "none"] == pytest.approx(2 ** 0.5)
     assert table.ours.loc["p-b", "manual"] == 93.0
     assert math.isnan(table.ours.loc["p-b-a", "none"])
+
+
+def test_figure13_prints_milliseconds_per_step_by_input_length():
+    spec = SPECS["survey-figure13"]
+    rows = [{"experiment": "survey-time", "stage": "efficiency", "backbone": "t5-lm-base", "method": m, "batch_size": 8,
+             "input_length": n, "status": "ok", "step_seconds": s, "task": None, "dev_metric": None, "test_metric": None}
+            for m, n, s in (("finetune", 64, 0.2), ("bitfit", 64, 0.1), ("bitfit", 512, None))]
+    rows.append({**rows[0], "batch_size": 1, "step_seconds": 9.0})  # another batch size: not Figure 13's
+    table = compile_table(spec, pd.DataFrame(rows))
+    assert table.ours.loc["base-finetune", "64"] == pytest.approx(200.0)
+    assert table.ours.loc["base-bitfit", "64"] == pytest.approx(100.0)
+    assert math.isnan(table.ours.loc["base-bitfit", "512"]) and math.isnan(table.ours.loc["large-prompt", "64"])

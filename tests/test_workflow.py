@@ -197,6 +197,12 @@ EXPECTED = {
         "report": 1,
         "all": 1,
     },
+    "config/paper/survey-time.yaml": {
+        "efficiency": 2 * 4,                 # T5 sizes x methods (each times 4 input lengths)
+        "tables": 1,
+        "report": 1,
+        "all": 1,
+    },
     "config/paper/decomposition-glue.yaml": {
         "prepare": 8 * 3,                    # GLUE tasks x backbones
         "train_delta": 8 * (5 + 12 * 4 + 3) * 3 * 5,  # tasks x (PEFT rank-free + rows x ranks + FT x 3 lrs)

