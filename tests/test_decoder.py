@@ -350,3 +350,25 @@ def test_efficiency_batch_of_a_decoder_is_prompt_then_target():
     theta = delta.init(0).requires_grad_(True)
     training_loss(delta, make_head(bb, delta), theta, batch).backward()
     assert theta.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method,sets", [("lora", ["r=4"]), ("prefix", ["m=4", "hidden=8"]), ("prompt", ["n=5"])])
+def test_fused_runs_on_tiny_llama_equal_separate_runs(tmp_path, method, sets, monkeypatch):
+    """train-fused on a decoder (one forward over every run's prompt + target rows; prefix rows per
+    run with grouped-query attention) gives each run what it gets alone."""
+    import shlex
+
+    from test_fused import COLS, _theta, run_args
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p=0.5, training=True, inplace=False: x)
+    tasks = [write_decoder_task(tmp_path / f"data{i}", "tiny-llama", f"toy{i}", shift=i, n_train=12) for i in range(2)]
+    runs = []
+    for i, (data, lr) in enumerate([(tasks[0], 0.05), (tasks[1], 0.02)]):
+        kw = dict(backbone="tiny-llama", method=method, lr=lr, sets=sets)
+        assert main(["train", *run_args(data, tmp_path / f"sep{i}", **kw)]) == 0
+        runs += ["--run", shlex.join(run_args(data, tmp_path / f"fused{i}", **kw))]
+    assert main(["train-fused", *runs]) == 0
+    for i in range(2):
+        a, b = (pd.read_parquet(tmp_path / f"{k}{i}" / "result.parquet") for k in ("sep", "fused"))
+        pd.testing.assert_frame_equal(a[COLS], b[COLS])
+        torch.testing.assert_close(_theta(tmp_path / f"sep{i}"), _theta(tmp_path / f"fused{i}"), rtol=1e-3, atol=1e-3)

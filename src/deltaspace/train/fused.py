@@ -252,7 +252,7 @@ def _encode(binding: GroupedBinding, groups: list[dict], pad_id: int, **extra):
 
 def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor], batches: list[dict]) -> list:
     """Each run's task loss (plus its method's penalty) from one forward over all runs' rows."""
-    from ..heads import ClassifierHead, LabelHead, MLMHead, Seq2SeqHead
+    from ..heads import CausalLMHead, ClassifierHead, LabelHead, MLMHead, Seq2SeqHead
 
     delta = binding.delta
     backbone = delta.backbone
@@ -320,6 +320,19 @@ def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor
             n = len(b["input_ids"])
             lg = out.logits[start:start + n]
             losses.append(nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels[start:start + n].reshape(-1),
+                                                      ignore_index=-100))
+            start += n
+    elif kind is CausalLMHead:  # decoder-only: prompt + target rows, the loss on the target tokens
+        width = max(b["input_ids"].shape[1] for b in batches)
+        labels = torch.cat([_pad(b["labels"], width, -100) for b in batches])
+        with binding.active(thetas, [len(b["input_ids"]) for b in batches]):
+            out, _, _, _ = _encode(binding, batches, pad_id, use_cache=False)
+        logits = out.logits[:, -width:]  # a soft prompt's slots dropped
+        start = 0
+        for b in batches:
+            n = len(b["input_ids"])
+            lg, lab = logits[start:start + n, :-1], labels[start:start + n, 1:]
+            losses.append(nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), lab.reshape(-1),
                                                       ignore_index=-100))
             start += n
     else:
