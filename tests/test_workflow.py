@@ -520,19 +520,22 @@ def test_combination_manual_instances_are_twins_of_the_template_free_runs(config
     assert stage0["head"] == "mlm" and "by_task" not in stage0
     assert stage0["record"]["template"] == "none"
     manual = [m for m in methods if m.startswith("manual-")]
-    # every simultaneous pattern, FT and zero-shot has a twin; the sequential stages (Figure 10) none
-    assert {m.removeprefix("manual-") for m in manual} == {
-        m for m in stage0["methods"] if not m.startswith(("manual-", "seq-"))}
+    # every simultaneous pattern, FT, zero-shot and sequential stage (Figure 10 with templates) has a twin
+    assert {m.removeprefix("manual-") for m in manual} == {m for m in stage0["methods"] if not m.startswith("manual-")}
     for name in manual:
         twin = name.removeprefix("manual-")
         spec, twin_spec = dict(methods[name]), dict(methods[twin] or {})
         record = spec.pop("record")
+        sequential = twin.startswith("seq-")  # Figure 10's stages: the record names the stage, not a method
         assert spec.pop("method") == twin_spec.pop("method", twin)
-        assert record == {**twin_spec.pop("record", {}), "method": twin, "template": "manual"}
+        assert record == {**twin_spec.pop("record", {}), **({} if sequential else {"method": twin}),
+                          "template": "manual"}
         assert spec == twin_spec, name
-        block = dict(stage0["methods"][name])
+        block, twin_block = dict(stage0["methods"][name]), dict(stage0["methods"][twin] or {})
         assert block.pop("head") == "mlm-template"
-        assert block == (stage0["methods"][twin] or {}), name
+        if "init_from" in twin_block:  # a later stage starts from the template run of the stage before
+            assert block.pop("init_from") == "manual-" + twin_block.pop("init_from"), name
+        assert block == twin_block, name
         assert "head" not in (stage0["methods"][twin] or {})
 
 
