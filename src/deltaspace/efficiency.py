@@ -44,24 +44,23 @@ MEASURES = {"cuda": "cuda_max_memory_allocated", "cpu": "cpu_peak_rss"}
 VERBALIZERS = ["negative", "positive"]  # encoders' label head needs some label set; two is the common case
 
 
-def parse_batch_sizes(text: str) -> list[int]:
+def int_list(text: str, flag: str, minimum: int, note: str = "") -> list[int]:
+    """A comma-separated list of integers >= ``minimum`` (``--batch-sizes``, ``--input-lengths``)."""
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        sizes = []
-    if not sizes or any(b < 0 for b in sizes):
-        raise ValueError(f"--batch-sizes expects comma-separated integers >= 0 (0 = static memory), got {text!r}")
-    return sizes
+        values = []
+    if not values or any(v < minimum for v in values):
+        raise ValueError(f"{flag} expects comma-separated integers >= {minimum}{note}, got {text!r}")
+    return values
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    return int_list(text, "--batch-sizes", 0, " (0 = static memory)")
 
 
 def parse_lengths(text: str) -> list[int]:
-    try:
-        lengths = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        lengths = []
-    if not lengths or any(n < 1 for n in lengths):
-        raise ValueError(f"--input-lengths expects comma-separated integers >= 1, got {text!r}")
-    return lengths
+    return int_list(text, "--input-lengths", 1)
 
 
 def resolve_device(name: str) -> str:

@@ -13,6 +13,17 @@ def parse_sets(pairs: list[str] | None) -> dict[str, str]:
     return options
 
 
+def record_value(text) -> int | float | str:
+    """A ``--record key=value`` value as a result row holds it: ints and floats become numbers."""
+    text = str(text)
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 # argparse `type=` checks: a bad number is an argparse usage error ("argument --lr: must be > 0,
 # got -1.0") before any work starts, not a traceback from deep inside the run.
 def _number(kind, minimum, strict: bool, what: str):

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from ..io import atomic_write
+from ..options import record_value
 from .compile import compile_table
 from .spec import AVG, TableSpec, load_specs
 
@@ -42,17 +43,6 @@ PAPER_ORDER = ("udt", "ipt", "survey", "decomposition")
 PLACEHOLDER = 1.0
 VALUE_COLUMNS = ("dev_metric", "test_metric", "train_metric", "size", "backbone_parameters", "peak_bytes", "step_seconds",
                  "bound", "steps_to_90", "curve_best_dev", "curve_last_step", "curve_evals")
-
-
-def _number(value: Any) -> Any:
-    """A ``--record`` value as the result row holds it (ints and floats become numbers)."""
-    text = str(value)
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def planned_rows(plan) -> pd.DataFrame:
@@ -77,7 +67,7 @@ def planned_rows(plan) -> pd.DataFrame:
                "method": wc.method, "source_method": wc.method, "target_method": wc.method,
                "backbone": wc.backbone, "seed": seed, "lr": lr,
                "batch_size": bs if bs is not None else block["loop"].get("batch_size"), **scores}
-        row.update({k: _number(v) for k, v in record.items()})
+        row.update({k: record_value(v) for k, v in record.items()})
         rows.append(row)
     for name, s in plan.settings.items():
         for g in s["groups"].values():

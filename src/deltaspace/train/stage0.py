@@ -23,6 +23,7 @@ from ..deltas import Delta, build_delta
 from ..deltas.combined import is_composite, split_name
 from ..heads import MLM_HEADS, encode_rows, task_head, training_loss
 from ..io import write_json, write_parquet
+from ..options import record_value
 from ..provenance import provenance
 from .batching import BatchStream, TaskData, load_task_data, split_rows
 from .evaluate import evaluate_rows
@@ -204,17 +205,8 @@ def parse_records(pairs: list[str] | None) -> dict:
         if key in PROTECTED_COLUMNS:
             raise ValueError(f"--record {key}: {key!r} is a provenance column and cannot be overridden; "
                              f"protected: {', '.join(PROTECTED_COLUMNS)}")
-        records[key] = _number(value)
+        records[key] = record_value(value)
     return records
-
-
-def _number(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 TRAIN_SAMPLE_SEED = 0  # one sample per task, whatever the run's seed
