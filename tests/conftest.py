@@ -41,6 +41,18 @@ def toy_batch(backbone):
 
 
 @pytest.fixture
+def no_dropout(monkeypatch):
+    """Dropout draws masks for the fused batch at once, so equality with separate runs needs it off."""
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p=0.5, training=True, inplace=False: x)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def no_attention_dropout(*args, dropout_p=0.0, **kwargs):
+        return sdpa(*args, dropout_p=0.0, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_attention_dropout)
+
+
+@pytest.fixture
 def tiny_options():
     return TINY_OPTIONS
 

@@ -34,18 +34,6 @@ def _theta(out):
     return load_file(str(out / "theta.safetensors"))["theta"]
 
 
-@pytest.fixture
-def no_dropout(monkeypatch):
-    """Dropout draws masks for the fused batch at once, so equality with separate runs needs it off."""
-    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p=0.5, training=True, inplace=False: x)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def no_attention_dropout(*args, dropout_p=0.0, **kwargs):
-        return sdpa(*args, dropout_p=0.0, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_attention_dropout)
-
-
 def _tasks(tmp_path, backbone):
     return [write_prepared(tmp_path / f"data{i}", backbone, n_train=12, task=f"toy{i}", shift=i) for i in range(2)]
 

@@ -109,7 +109,7 @@ class _Diverging:
         self.calls += 1
         return self.w.sum() * (float("nan") if self.calls == 3 else 1.0)
 
-    def evaluate(self):
+    def evaluate(self, step):
         return 0.0
 
     def snapshot(self):

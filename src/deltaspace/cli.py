@@ -23,6 +23,7 @@ COMMANDS = {
     "fit-subspace": "deltaspace.subspace.commands",
     "optimize-subspace": "deltaspace.subspace.commands",
     "landscape": "deltaspace.subspace.commands",
+    "optimize-fused": "deltaspace.subspace.fused",
     "tables": "deltaspace.tables.commands",
     "report": "deltaspace.report.commands",
     "synthetic-mpc": "deltaspace.decomposition.commands",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +11,7 @@ import torch
 
 from ..io import write_parquet
 from ..provenance import provenance
-from ..train.batching import BatchStream, load_task_data, split_rows
+from ..train.batching import BatchStream, TaskData, load_task_data, split_rows
 from ..train.loop import LoopConfig, run_loop
 from ..train.stage0 import check_backbone_matches, load_theta
 from .runtime import DEFAULT_PER_TASK_CAP, best_stage0, build_runtimes, default_task_mix, task_streams
@@ -141,44 +141,92 @@ def best_subspace(folders: list[str | Path]) -> Path:
     return max(folders, key=mean_dev)  # ties keep the first in sorted order
 
 
-def optimize_subspace(subspace: str | Path | list, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
-                      experiment: str, setting: str, subset: str = "", eval_batch_size: int = 32,
-                      progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
-    """Stages 2 and 3: train an intrinsic vector for ``method``; report it decoded by every method."""
+@dataclass
+class OptimizeSetup:
+    """One optimize-subspace run between its setup and its result rows: what :func:`optimize_subspace`
+    trains with :func:`run_loop`, and fused runs (:mod:`.fused`) step together."""
+
+    started: float
+    out: Path
+    method: str
+    cfg: LoopConfig
+    task: TaskData
+    meta: dict  # the subspace's subspace.json
+    objective: IntrinsicObjective
+    stream: BatchStream
+    base: dict  # experiment, setting, subset
+
+    @property
+    def head(self):
+        return self.objective.head
+
+    @property
+    def desc(self) -> str:
+        return f"{self.task.name}/{self.method}"
+
+
+def load_for_optimize(subspace: str | Path | list, seed: int) -> tuple[dict, dict, dict]:
+    """(decoders, subspace.json, one runtime per method) of the best fit among ``subspace``: what
+    every optimize run in that subspace shares (a fused job loads them once)."""
+    folder = best_subspace(subspace if isinstance(subspace, list) else [subspace])
+    decoders, meta = load_subspace(folder)
+    runtimes = build_runtimes(meta["backbone"], list(decoders), meta["options"], seed)
+    attach_theta0(decoders, runtimes)
+    return decoders, {**meta, "folder": str(folder)}, runtimes
+
+
+def setup_optimize(subspace: str | Path | list, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
+                   experiment: str, setting: str, subset: str = "", eval_batch_size: int = 32,
+                   shared: tuple | None = None) -> OptimizeSetup:
+    """Load one run's task and subspace (or take ``shared``, :func:`load_for_optimize`'s result) and
+    build its objective and batch stream."""
     started, out = time.perf_counter(), Path(out)
-    subspace = best_subspace(subspace if isinstance(subspace, list) else [subspace])
-    decoders, meta = load_subspace(subspace)
+    decoders, meta, runtimes = shared or load_for_optimize(subspace, cfg.seed)
     if method not in decoders:
-        raise ValueError(f"{subspace}: the subspace has no method {method!r}; it has {', '.join(decoders)}")
+        raise ValueError(f"{meta['folder']}: the subspace has no method {method!r}; it has {', '.join(decoders)}")
     task = load_task_data(data_dir)
     check_backbone_matches(task, meta["backbone"])
-    runtimes = build_runtimes(meta["backbone"], list(decoders), meta["options"], cfg.seed)
-    attach_theta0(decoders, runtimes)
     objective = IntrinsicObjective(method, decoders, runtimes, task, meta["y"], cfg.seed, eval_batch_size)
     bb = runtimes[method].backbone
     stream = BatchStream(split_rows(task, "train"), cfg.batch_size, cfg.seed, bb.tokenizer.pad_token_id, bb.kind)
-    outcome = run_loop(objective, stream, cfg, out, progress=progress, stop_after=stop_after,
-                       desc=f"{task.name}/{method}")
+    return OptimizeSetup(started, out, method, cfg, task, {k: v for k, v in meta.items() if k != "folder"},
+                         objective, stream, {"experiment": experiment, "setting": setting, "subset": subset})
+
+
+def finish_optimize(s: OptimizeSetup, outcome, keep_checkpoint: bool = False) -> pd.DataFrame:
+    """Test each target's best vector and write the vectors, the curve and the result rows (then drop
+    the checkpoint, unless ``keep_checkpoint``: a fused job keeps a finished run's until it is done)."""
+    meta, cfg, task, objective, out = s.meta, s.cfg, s.task, s.objective, s.out
     write_parquet(pd.DataFrame(outcome.curve), out / "curve.parquet")
-    config = {"subspace": meta, "method": method, "task": task.name, "loop": asdict(cfg),
+    config = {"subspace": meta, "method": s.method, "task": task.name, "loop": asdict(cfg),
               "data_sha256": task.manifest.get("content_sha256")}
     rows, vectors = [], {}
     ipt = meta["mode"] in PROMPT_MODES
     for target, (dev, step, vector) in objective.best.items():
         vectors[target] = vector
-        stage = ("ist" if ipt else "optimize") if target == method else "transfer"
-        rows.append(_row({"experiment": experiment, "setting": setting, "subset": subset,
-                          "subspace_mode": meta["mode"], "backbone": meta["backbone"], "seed": cfg.seed,
+        stage = ("ist" if ipt else "optimize") if target == s.method else "transfer"
+        rows.append(_row({**s.base, "subspace_mode": meta["mode"], "backbone": meta["backbone"], "seed": cfg.seed,
                           "lr": cfg.lr, "steps": cfg.steps, "d_intrinsic": meta["y"]},
-                         config, started, stage=stage, task=task.name,
-                         method=method, source_method=method, target_method=target, best_step=step,
+                         config, s.started, stage=stage, task=task.name,
+                         method=s.method, source_method=s.method, target_method=target, best_step=step,
                          dev_metric=dev, test_metric=objective.score(target, vector, "test"), metric=task.metric,
                          size=meta["y"]))
     save_vectors(out, vectors)
     result = pd.DataFrame(rows)
     write_parquet(result, out / "result.parquet")
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+    if not keep_checkpoint:
+        (out / "checkpoint.pt").unlink(missing_ok=True)
     return result
+
+
+def optimize_subspace(subspace: str | Path | list, method: str, data_dir: str | Path, cfg: LoopConfig, out: str | Path, *,
+                      experiment: str, setting: str, subset: str = "", eval_batch_size: int = 32,
+                      progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
+    """Stages 2 and 3: train an intrinsic vector for ``method``; report it decoded by every method."""
+    s = setup_optimize(subspace, method, data_dir, cfg, out, experiment=experiment, setting=setting, subset=subset,
+                       eval_batch_size=eval_batch_size)
+    outcome = run_loop(s.objective, s.stream, cfg, s.out, progress=progress, stop_after=stop_after, desc=s.desc)
+    return finish_optimize(s, outcome)
 
 
 def best_intrinsic(folders: list[str | Path]) -> dict[str, tuple[torch.Tensor, float]]:

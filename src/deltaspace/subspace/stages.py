@@ -103,7 +103,7 @@ class FitObjective:
                                              self.eval_batch_size)
         return out
 
-    def evaluate(self) -> float:
+    def evaluate(self, step: int) -> float:
         scores = self.scores()
         return sum(scores.values()) / len(scores)
 
@@ -139,17 +139,23 @@ class IntrinsicObjective:
             decoder.to(device()).requires_grad_(False)
         self.heads = {m: rt.head(task) for m, rt in runtimes.items()}
         self.eval_batch_size = eval_batch_size
-        self.step = 0
         # Per target method: (best dev, step, vector at that step).
         self.best: dict[str, tuple[float, int, torch.Tensor]] = {}
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [self.vector], "lr": lr}]
 
+    @property
+    def theta(self) -> torch.Tensor:
+        """The source method's θ decoded from the vector (differentiable in it): what fused runs bind."""
+        return self.intrinsic()
+
+    @property
+    def head(self):
+        return self.heads[self.source]
+
     def loss(self, batch: dict) -> torch.Tensor:
-        self.step += 1
-        rt = self.runtimes[self.source]
-        return rt.task_loss(self.intrinsic(), self.heads[self.source], batch)
+        return self.runtimes[self.source].task_loss(self.theta, self.head, batch)
 
     def score(self, target: str, vector: torch.Tensor, split: str) -> float:
         theta = self.decoders[target](vector.to(device()))
@@ -157,21 +163,21 @@ class IntrinsicObjective:
                                            self.eval_batch_size)
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Dev of every target now (kept per target); the loop selects on the source's."""
+    def evaluate(self, step: int) -> float:
+        """Dev of every target now (kept per target, with ``step``); the loop selects on the source's."""
         devs = {target: self.score(target, self.vector, "dev") for target in self.runtimes}
         for target, dev in devs.items():
             if target not in self.best or dev > self.best[target][0]:
-                self.best[target] = (dev, self.step, self.vector.detach().cpu().clone())
+                self.best[target] = (dev, step, self.vector.detach().cpu().clone())
         return devs[self.source]
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {"vector": self.vector.detach().cpu().clone()}
 
     def state_dict(self) -> dict:
-        return {"vector": self.vector.detach().cpu().clone(), "step": self.step, "best": self.best}
+        return {"vector": self.vector.detach().cpu().clone(), "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.vector.copy_(state["vector"])
-        self.step, self.best = state["step"], state["best"]
+        self.best = state["best"]

@@ -404,7 +404,7 @@ class FusedRun:
         step = self.step
         if step % cfg.eval_every == 0 or step == cfg.steps:
             elapsed = time.perf_counter() - self.window_start
-            dev = self.objective.evaluate()
+            dev = self.objective.evaluate(step)
             n = cfg.eval_every if step % cfg.eval_every == 0 else step % cfg.eval_every
             self.curve.append({"step": step, "loss": self.window["loss"] / n, "dev_metric": dev,
                                "tokens_per_second": self.window["tokens"] / elapsed if elapsed > 0 else 0.0,
@@ -434,8 +434,8 @@ def fused_loop(runs: list[FusedRun], binding: GroupedBinding, progress: bool = T
     if not runs:
         return runs
     for run in runs:
-        if _why_alone(run.s.method, run.cfg):
-            raise FusionError(f"{run.s.desc}: {_why_alone(run.s.method, run.cfg)} cannot be fused")
+        if why_alone(run.s.method, run.cfg):
+            raise FusionError(f"{run.s.desc}: {why_alone(run.s.method, run.cfg)} cannot be fused")
     torch.manual_seed(runs[0].cfg.seed)
     rng = next((r.rng for r in runs if r.rng is not None), None)
     if rng is not None:
@@ -490,19 +490,14 @@ def fused_loop(runs: list[FusedRun], binding: GroupedBinding, progress: bool = T
 # --- the job: parse K runs, group them by what they can share, train, write each folder -------------
 
 
-def parse_run(argv: list[str]):
-    """One run's ``deltaspace train`` arguments, parsed by that command's own parser."""
-    import argparse
+def parse_run(argv: list[str], command: str = "train"):
+    """One run's ``deltaspace COMMAND`` arguments, parsed by that command's own parser."""
+    from ..cli import build_parser
 
-    from . import commands
-
-    parser = argparse.ArgumentParser(prog="deltaspace train", add_help=False)
-    sub = parser.add_subparsers(dest="command")
-    commands.register(sub)
     try:
-        return parser.parse_args(["train", *argv])
+        return build_parser(command).parse_args([command, *argv])
     except SystemExit:
-        raise ValueError(f"invalid run arguments: {shlex.join(argv)}") from None
+        raise ValueError(f"invalid {command} run arguments: {shlex.join(argv)}") from None
 
 
 def read_spec(path: str | Path) -> list[list[str]]:
@@ -552,12 +547,12 @@ def _group_runs(parsed: list) -> tuple[dict[tuple, list[int]], dict[int, tuple]]
                                                epochs=a.epochs, record=parse_records(a.record))
         prepared[i] = (a, options, final)
         tiny_seed = cfg.seed if backbone_spec(a.backbone).source == "tiny" else None  # random weights per seed
-        alone = _why_alone(method, cfg)
+        alone = why_alone(method, cfg)
         groups.setdefault((a.backbone, tiny_seed, method, repr(sorted(final.items())), a.head, alone), []).append(i)
     return groups, prepared
 
 
-def _why_alone(method: str, cfg) -> str | None:
+def why_alone(method: str, cfg) -> str | None:
     """Why a run cannot join a fused batch, or None when it can."""
     weights = runs_alone(method)
     if weights:
@@ -644,41 +639,51 @@ def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: in
     return results
 
 
-def _run(args) -> int:
-    runs = [shlex.split(r) for r in args.run or []]
-    for spec in args.spec or []:
-        runs += read_spec(spec)
-    if not runs:
-        raise ValueError("give the runs with --run 'ARGS' (repeatable) or --spec FILE")
-    if args.no_progress:
-        runs = [r if "--no-progress" in r else [*r, "--no-progress"] for r in runs]
-    try:
-        results = train_fused(runs, progress=not args.no_progress, stop_after=args.stop_after_step)
-    except Preempted as stop:
-        print(f"deltaspace train-fused: {stop}")
-        return 143
-    for result in results:
-        if result is not None:
-            row = result.iloc[0]
-            print(f"{row.task} {row.method} lr={row.lr:g} seed={row.seed}: best step {row.best_step}, "
-                  f"dev {row.dev_metric:.2f}, test {row.test_metric:.2f} ({row.metric})")
-    return 0
-
-
-def register(subparsers) -> None:
+def run_fused_command(subparsers, name: str, single: str, train, print_result, **parser_text) -> None:
+    """Register ``deltaspace NAME``: the runs of command ``single`` given as --run/--spec, trained
+    together by ``train(runs, progress=, stop_after=)``; ``print_result`` prints each run's line."""
     import argparse
 
-    p = subparsers.add_parser("train-fused", help="stage 0: train K runs over one shared backbone, one batch a step",
-                              description="Train several `deltaspace train` runs in one process over one frozen "
-                                          "backbone; each writes the folder `deltaspace train` writes. Runs whose "
-                                          "folder has result.parquet are skipped; SIGTERM checkpoints all.")
+    def run(args) -> int:
+        runs = [shlex.split(r) for r in args.run or []]
+        for spec in args.spec or []:
+            runs += read_spec(spec)
+        if not runs:
+            raise ValueError("give the runs with --run 'ARGS' (repeatable) or --spec FILE")
+        if args.no_progress:
+            runs = [r if "--no-progress" in r else [*r, "--no-progress"] for r in runs]
+        try:
+            results = train(runs, progress=not args.no_progress, stop_after=args.stop_after_step)
+        except Preempted as stop:
+            print(f"deltaspace {name}: {stop}")
+            return 143
+        for result in results:
+            if result is not None:
+                print_result(result)
+        return 0
+
+    p = subparsers.add_parser(name, **parser_text)
     p.add_argument("--run", action="append", metavar="'ARGS'",
-                   help="one run's `deltaspace train` arguments as one quoted string (repeatable)")
+                   help=f"one run's `deltaspace {single}` arguments as one quoted string (repeatable)")
     p.add_argument("--spec", action="append", metavar="FILE",
                    help="JSON/YAML list of runs, each an argument list or a command-line string")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
     p.add_argument("--stop-after-step", type=int, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
+
+
+def _print(result) -> None:
+    row = result.iloc[0]
+    print(f"{row.task} {row.method} lr={row.lr:g} seed={row.seed}: best step {row.best_step}, "
+          f"dev {row.dev_metric:.2f}, test {row.test_metric:.2f} ({row.metric})")
+
+
+def register(subparsers) -> None:
+    run_fused_command(subparsers, "train-fused", "train", train_fused, _print,
+                      help="stage 0: train K runs over one shared backbone, one batch a step",
+                      description="Train several `deltaspace train` runs in one process over one frozen "
+                                  "backbone; each writes the folder `deltaspace train` writes. Runs whose "
+                                  "folder has result.parquet are skipped; SIGTERM checkpoints all.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,7 +75,7 @@ class LoopConfig:
 class Objective(Protocol):
     def param_groups(self, lr: float) -> list[dict]: ...
     def loss(self, batch: dict) -> torch.Tensor: ...
-    def evaluate(self) -> float: ...
+    def evaluate(self, step: int) -> float: ...  # dev after `step` optimizer steps
     def snapshot(self) -> dict[str, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
@@ -202,7 +202,7 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
     ``stop_after`` simulates a preemption signal after that step (tests and drills use it).
     """
     if cfg.steps == 0:  # nothing to train: the starting point is the answer (a zero-shot baseline)
-        dev = objective.evaluate()
+        dev = objective.evaluate(0)
         curve = [{"step": 0, "loss": math.nan, "dev_metric": dev, "tokens_per_second": 0.0, "wall_seconds": 0.0}]
         return LoopOutcome(0, dev, objective.snapshot(), curve, last_step=0, stopped_early=False)
     workdir = Path(workdir)
@@ -268,7 +268,7 @@ def run_loop(objective: Objective, stream, cfg: LoopConfig, workdir: str | Path,
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 elapsed = time.perf_counter() - window_start
-                dev = objective.evaluate()
+                dev = objective.evaluate(step)
                 n = cfg.eval_every if step % cfg.eval_every == 0 else step % cfg.eval_every
                 curve.append({"step": step, "loss": window["loss"] / n, "dev_metric": dev,
                               "tokens_per_second": window["tokens"] / elapsed if elapsed > 0 else 0.0,

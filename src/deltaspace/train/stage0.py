@@ -76,7 +76,7 @@ class ThetaObjective:
     def loss(self, batch: dict) -> torch.Tensor:
         return training_loss(self.delta, self.head, self.theta, batch)
 
-    def evaluate(self) -> float:
+    def evaluate(self, step: int) -> float:
         return evaluate_rows(self.delta, self.head, self.theta.detach(), self.dev_rows, self.metric,
                              self.eval_batch_size)
 
