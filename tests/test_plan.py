@@ -37,7 +37,7 @@ def snakemake_jobs(configfile: str) -> set[tuple]:
     jobs = set()
     for block in re.split(r"\n\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n", proc.stdout)[1:]:
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)[1]
-        rule = re.sub(r"^train_fused_\d+$", "train_fused", rule)  # one Snakemake rule per fused job
+        rule = re.sub(r"^(train|optimize)_fused_\d+$", r"\1_fused", rule)  # one Snakemake rule per fused job
         if rule == "all":
             continue
         outputs = frozenset(re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", "))
@@ -71,6 +71,8 @@ def test_plan_jobs_are_the_snakemake_dag(configfile, monkeypatch):
 def fused_smoke(tmp_path, fuse: int = 4) -> str:
     config = load("config/smoke.yaml")
     config["stage0"]["fuse"] = fuse
+    for setting in config["settings"].values():
+        setting.setdefault("optimize", {})["fuse"] = fuse
     path = tmp_path / f"smoke-fuse{fuse}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return str(path)
@@ -80,7 +82,7 @@ def test_fused_plan_jobs_are_the_snakemake_dag(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     configfile = fused_smoke(tmp_path)
     ours = {j for j in plan_jobs(configfile) if j[0] != "report"}
-    assert {j[0] for j in ours} >= {"train_delta", "train_fused"}
+    assert {j[0] for j in ours} >= {"train_delta", "train_fused", "optimize_fused"}
     assert ours == {j for j in snakemake_jobs(configfile) if j[0] != "report"}
 
 
@@ -165,3 +167,32 @@ def test_unknown_method_names_the_key_and_the_valid_names():
     with pytest.raises(ConfigError) as err:
         Plan(config, REPO)
     assert "methods.lorra" in str(err.value) and "did you mean lora" in str(err.value)
+
+
+def test_fused_optimize_jobs_group_one_subspace_and_method_and_write_the_same_files():
+    config = load("config/config.yaml")
+    fused = Plan(config, REPO).jobs()
+    for setting in config["settings"].values():
+        setting["optimize"].pop("fuse")
+    plain = Plan(config, REPO).jobs()
+    optimize = lambda jobs: sorted(f for j in jobs if j.rule in ("optimize_subspace", "optimize_fused")  # noqa: E731
+                                   for f in _flat(j.output.values()))
+    assert optimize(fused) == optimize(plain) and len(optimize(plain)) == 35 * 2  # result, vectors
+    groups = [j for j in fused if j.rule == "optimize_fused"]
+    for job in groups:  # one subspace (setting, y, group) and source method per job
+        keys = {(wc.setting, wc.y, wc.method) for wc in job.members}
+        assert len(keys) == 1 and len([f for f in job.input["inputs"] if f.endswith("subspace.json")]) == 1
+    assert sorted(len(j.members) for j in groups) == [2] * 6 + [3] * 3 + [4] * 2
+    one = next(j for j in plain if j.rule == "optimize_subspace" and j.wildcards.setting == "multi")
+    multi = next(j for j in groups if j.wildcards.setting == "multi")
+    assert multi.resources["runtime"] == 3 * one.resources["runtime"]
+    assert multi.command.startswith("deltaspace optimize-fused --no-progress --run ")
+
+
+def test_fine_tuning_through_fastfood_is_never_fused():
+    from deltaspace.fused_plan import OPTIMIZE, fusable
+
+    plan = Plan(load("config/paper/udt-finetune.yaml"), REPO)
+    runs = [wc for wc in plan.optimize_wildcards() if wc.method == "finetune"]
+    assert runs and not any(fusable(plan, OPTIMIZE, wc) for wc in runs)
+    assert all(fusable(plan, OPTIMIZE, wc) for wc in plan.optimize_wildcards() if wc.method != "finetune")

@@ -36,10 +36,14 @@ pytest.importorskip("snakemake")
 EXPECTED = {
     "config/config.yaml": {
         "prepare": 9,                        # the 9 quickstart tasks, data seed 100
-        "train_delta": 9 * 3 + 4 * 1 + 3 * 2 + 2 * 5,  # 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt
-                                             # + 3 tasks x bitfit/finetune + 2 tasks x (4 composites + zero-shot)
+        # stage 0 (fuse: 8), 9 tasks x adapter/prefix/lora + 4 IPT tasks x prompt + 3 tasks x bitfit/finetune
+        # + 2 tasks x (4 composites + zero-shot): the runs of one method fused, 8 at most a job
+        "train_delta": 3 + 2,                # finetune and zero-shot run alone
+        "train_fused": 3 * 2 + 1 + 1 + 4,    # adapter/prefix/lora 9 runs each as 5 + 4; prompt 4; bitfit 3; composites 2
         "fit_subspace": 2 + 1 + 2 + 1 * 2,   # single 2 groups, multi 1, simplified-single 2, random 1 group x 2 d_I
-        "optimize_subspace": 4 * 3 + 3 * 3 + 2 * 3 + 2 * (2 + 2),  # single, multi, simplified, random (train-same + test)
+        # optimize (fuse: 8), single 4 tasks x 3 methods, multi 3 x 3, simplified 2 x 3, random 2 d_I x 4 tasks
+        "optimize_subspace": 2 * 3,          # simplified-single: one task per subspace, no partner
+        "optimize_fused": 2 * 3 + 3 + 2,     # single: 2 subspaces x 3 methods; multi: 3 methods; random: 2 d_I
         "landscape": 1,
         "task_transfer": 2 * 3 * 2,          # adapter, lora x 3 sources x 2 targets
         "efficiency": 5,                     # 5 methods on MiniLM
@@ -229,7 +233,8 @@ def job_counts(output: str) -> dict[str, int]:
         m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not m:
             break
-        counts[m[1]] = int(m[2])
+        rule = re.sub(r"^(train|optimize)_fused_\d+$", r"\1_fused", m[1])  # one Snakemake rule per fused job
+        counts[rule] = counts.get(rule, 0) + int(m[2])
     return counts
 
 

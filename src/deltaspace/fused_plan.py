@@ -1,15 +1,21 @@
-"""Fused stage-0 jobs in the plan (``stage0.fuse: K``): runs that can share one backbone, K to a job.
+"""Fused jobs in the plan: runs that can share one backbone, K to a job (``stage0.fuse: K``, and
+``settings.NAME.optimize.fuse: K`` for a setting's optimize-subspace runs).
 
-With ``fuse`` above 1, the stage-0 runs of one backbone, method instance and head are split into
-jobs of at most K runs (as even as possible: 9 runs at K=8 make jobs of 5 and 4, which two cores
-run side by side), each one `deltaspace train-fused` process (one Slurm GPU job). A fused job's
-outputs are its runs' own files (result.parquet, theta.*, curve.parquet): every rule that reads
-them, and every table, is unchanged. In the Snakefile each fused job is a rule of its own with
-those files as outputs and no wildcards, which Snakemake prefers over ``train_delta``'s pattern.
+With ``fuse`` above 1, the runs that could share one loaded model are split into jobs of at most K
+runs (as even as possible: 9 runs at K=8 make jobs of 5 and 4, which two cores run side by side),
+each one process (one Slurm GPU job):
 
-Runs that cannot fuse stay ``train_delta`` jobs: methods whose θ is backbone weights
-(fine-tuning, last-layer, selective), runs of no training step (zero-shot), runs with
-``micro_batch_size`` (a fused step takes whole batches), and a run left without a partner.
+- stage 0: runs of one backbone, method instance and head, in `deltaspace train-fused`;
+- optimize: runs of one setting, intrinsic dimension, subspace (group) and source method — its lr
+  grid × seeds × the group's tasks — in `deltaspace optimize-fused`.
+
+A fused job's outputs are its runs' own files: every rule that reads them, and every table, is
+unchanged. In the Snakefile each fused job is a rule of its own with those files as outputs and no
+wildcards, which Snakemake prefers over the single-run rule's pattern.
+
+Runs that cannot fuse stay single-run jobs: methods whose θ is backbone weights (fine-tuning,
+last-layer, selective), runs of no training step (zero-shot), runs with ``micro_batch_size`` (a
+fused step takes whole batches), and a run left without a partner.
 
 Resources: a fused job has the threads and GPUs of one run, ``runtime`` of all its runs one after
 another (a bound: fused runs share every forward) and ``mem_mb`` of one run plus a quarter of it
@@ -27,43 +33,90 @@ from .method_names import BACKBONE_WEIGHT_METHODS
 MEM_SHARE_PER_RUN = 0.25
 
 
+@dataclass(frozen=True)
+class FusedStage:
+    """A stage whose runs fuse: its single-run rule, the fused jobs' rule family and command."""
+
+    name: str  # the config block that sets fuse, and the log folder
+    rule: str  # the single-run rule the fused jobs replace
+    fused_rule: str  # Plan.jobs()'s rule of its fused jobs (Snakemake's: fused_rule_<i>)
+
+    def inputs(self, plan, wc) -> dict:
+        return (plan.train_inputs if self.rule == "train_delta" else plan.optimize_inputs)(wc)
+
+    def args(self, plan, wc, inp, out) -> str:
+        return (plan.train_args if self.rule == "train_delta" else plan.optimize_args)(wc, inp, out)
+
+
+STAGE0 = FusedStage("stage0", "train_delta", "train_fused")
+OPTIMIZE = FusedStage("optimize", "optimize_subspace", "optimize_fused")
+STAGES = (STAGE0, OPTIMIZE)
+
+
 @dataclass
 class FusedGroup:
-    """One fused job: its Snakemake rule name and the stage-0 runs (train_delta wildcards) it trains."""
+    """One fused job: its Snakemake rule name, its stage and the runs (the single-run rule's wildcards) it trains."""
 
     rule: str
-    backbone: str
-    method: str
-    members: list  # of Files(backbone, task, method, run)
+    stage: FusedStage
+    key: dict  # what its runs share: backbone or (setting, y, group), and method
+    members: list  # of Files, the single-run rule's wildcards
+
+    @property
+    def method(self) -> str:
+        return self.key["method"]
 
 
-def fuse_of(config: dict) -> int:
+def stage0_fuse(config: dict) -> int:
     return int((config.get("stage0") or {}).get("fuse", 1))
 
 
-def fusable(plan, wc) -> bool:
-    """Whether one stage-0 run can share its backbone with others in a fused job."""
-    components = plan.method_of[wc.method].split("+")
+def fusable(plan, stage: FusedStage, wc) -> bool:
+    """Whether one run can share its backbone with others in a fused job."""
+    method = wc.method
+    components = (plan.method_of.get(method, method)).split("+")
     if any(c in BACKBONE_WEIGHT_METHODS for c in components):
         return False
-    loop = plan.stage0_block(wc.task, wc.method)["loop"]
+    if stage is STAGE0:
+        loop = plan.stage0_block(wc.task, method)["loop"]
+    else:
+        loop = plan.settings[wc.setting]["optimize"]["loop"]
     return loop.get("steps") != 0 and not loop.get("micro_batch_size")
 
 
+def _keyed_runs(plan) -> list[tuple[FusedStage, int, dict, list]]:
+    """(stage, K, shared key, runs) of every set of runs that could share one process."""
+    out = []
+    k = stage0_fuse(plan.config)
+    if k > 1:
+        by_key: dict[tuple, list] = {}
+        for wc in plan.stage0_wildcards():
+            if fusable(plan, STAGE0, wc):
+                by_key.setdefault((wc.backbone, wc.method, plan.stage0_head(wc.task, wc.method)), []).append(wc)
+        out += [(STAGE0, k, {"backbone": bb, "method": m}, runs) for (bb, m, _), runs in by_key.items()]
+    for name, s in plan.settings.items():
+        k = int(s["optimize"].get("fuse") or 1)
+        if k <= 1:
+            continue
+        by_key = {}
+        for wc in plan.optimize_wildcards():
+            if wc.setting == name and fusable(plan, OPTIMIZE, wc):
+                group = s["where"][wc.subset, wc.task]
+                by_key.setdefault((wc.y, group, wc.method), []).append(wc)
+        out += [(OPTIMIZE, k, {"setting": name, "y": y, "group": g, "method": m}, runs)
+                for (y, g, m), runs in by_key.items()]
+    return out
+
+
 def fused_groups(plan) -> list[FusedGroup]:
-    """The fused jobs of a plan, in stage-0 order (none when fuse is 1)."""
-    k = fuse_of(plan.config)
-    if k <= 1:
-        return []
-    by_key: dict[tuple, list] = {}
-    for wc in plan.stage0_wildcards():
-        if fusable(plan, wc):
-            by_key.setdefault((wc.backbone, wc.method, plan.stage0_head(wc.task, wc.method)), []).append(wc)
-    groups = []
-    for (backbone, method, _), runs in by_key.items():
+    """The fused jobs of a plan, stage 0's first, in run order (none when no stage fuses)."""
+    groups: list[FusedGroup] = []
+    count = dict.fromkeys(STAGES, 0)
+    for stage, k, key, runs in _keyed_runs(plan):
         for chunk in _even_chunks(runs, k):
-            if len(chunk) > 1:  # a run with no partner stays a train_delta job
-                groups.append(FusedGroup(f"train_fused_{len(groups)}", backbone, method, chunk))
+            if len(chunk) > 1:  # a run with no partner stays a single-run job
+                groups.append(FusedGroup(f"{stage.fused_rule}_{count[stage]}", stage, key, chunk))
+                count[stage] += 1
     return groups
 
 
@@ -80,45 +133,52 @@ def _even_chunks(items: list, k: int) -> list[list]:
 
 
 def group_files(plan, group: FusedGroup) -> tuple[list[str], list[str], str]:
-    """(inputs, outputs, `deltaspace train-fused` arguments) of a fused job: its runs' inputs and
-    files, and each run's `deltaspace train` arguments as one --run."""
+    """(inputs, outputs, fused command arguments) of a fused job: its runs' inputs and files, and
+    each run's single-run arguments as one --run."""
     from .plan import Files, q
 
+    stage = group.stage
     inputs, outputs, runs = {}, [], []
     for wc in group.members:
-        inp, out = Files(plan.train_inputs(wc)), Files(plan.outputs("train_delta", wc))
+        inp, out = Files(stage.inputs(plan, wc)), Files(plan.outputs(stage.rule, wc))
         for value in inp.values():
             inputs.update(dict.fromkeys(value if isinstance(value, list) else [value]))
         outputs += list(out.values())
-        runs.append(f"--run {q(plan.train_args(wc, inp, out))}")
+        runs.append(f"--run {q(stage.args(plan, wc, inp, out))}")
     return list(inputs), outputs, " ".join(["--no-progress", *runs])
 
 
 def group_resources(plan, group: FusedGroup) -> tuple[int, dict[str, int]]:
     """Threads and resources of a fused job, scaled from one run's (see the module docstring)."""
-    threads, one = plan.rule_resources("train_delta", group.members[0])
+    threads, one = plan.rule_resources(group.stage.rule, group.members[0])
     n = len(group.members)
     return threads, {**one, "mem_mb": math.ceil(one["mem_mb"] * (1 + MEM_SHARE_PER_RUN * (n - 1))),
                      "runtime": one["runtime"] * n, "disk_mb": one["disk_mb"] * n}
 
 
 def group_log(plan, group: FusedGroup) -> str:
-    return f"{plan.R}/logs/fused/stage0/{group.rule}.log"
+    return f"{plan.R}/logs/fused/{group.stage.name}/{group.rule}.log"
 
 
 def group_benchmark(plan, group: FusedGroup) -> str:
-    return f"{plan.R}/benchmarks/fused/stage0/{group.rule}.tsv"
+    return f"{plan.R}/benchmarks/fused/{group.stage.name}/{group.rule}.tsv"
+
+
+def fused_members(plan, rule: str) -> set[tuple]:
+    """The runs of single-run rule ``rule`` that fused jobs train (as wildcard value tuples)."""
+    return {tuple(wc.values()) for g in plan.fused_groups if g.stage.rule == rule for wc in g.members}
 
 
 def fused_jobs(plan) -> list:
-    """The Plan.jobs() entries of the fused jobs (rule ``train_fused``; Snakemake's rule is ``group.rule``)."""
-    from .plan import Files, Job
+    """The Plan.jobs() entries of the fused jobs (rule ``train_fused`` or ``optimize_fused``;
+    Snakemake's rule is ``group.rule``)."""
+    from .plan import RULES, Files, Job
 
     jobs = []
     for group in plan.fused_groups:
         inputs, outputs, args = group_files(plan, group)
         threads, resources = group_resources(plan, group)
-        jobs.append(Job("train_fused", Files(group=group.rule, backbone=group.backbone, method=group.method),
-                        Files(inputs=inputs), Files(outputs=outputs), f"deltaspace train-fused {args}", threads,
-                        resources, members=group.members))
+        jobs.append(Job(group.stage.fused_rule, Files(fused=group.rule, **group.key), Files(inputs=inputs),
+                        Files(outputs=outputs), f"deltaspace {RULES[group.stage.fused_rule].command} {args}",
+                        threads, resources, members=group.members))
     return jobs

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from deltaspace.fused_plan import fused_groups, fused_jobs
+from deltaspace.fused_plan import fused_groups, fused_jobs, fused_members
 from deltaspace.method_names import METHOD_NAMES
 
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
@@ -95,6 +95,7 @@ RULES = {
     "train_fused": RuleSpec("train-fused", "train", by_method=True),  # stage0.fuse > 1 (deltaspace.fused_plan)
     "fit_subspace": RuleSpec("fit-subspace", "fit"),
     "optimize_subspace": RuleSpec("optimize-subspace", "optimize", by_method=True),
+    "optimize_fused": RuleSpec("optimize-fused", "optimize", by_method=True),  # settings.*.optimize.fuse > 1
     "landscape": RuleSpec("landscape", "landscape"),
     "task_transfer": RuleSpec("task-transfer", "transfer"),
     "efficiency": RuleSpec("efficiency", "efficiency"),
@@ -443,6 +444,7 @@ class Plan:
             fit = stage_block(s.get("fit"), f"{p}.fit")
             opt = stage_block(s.get("optimize"), f"{p}.optimize")
             opt["methods"] = list((s.get("optimize") or {}).get("methods") or s["methods"])
+            opt["fuse"] = int((s.get("optimize") or {}).get("fuse") or 1)
             for i, m in enumerate(opt["methods"]):
                 if m not in s["methods"]:
                     raise ConfigError(f"{p}.optimize.methods[{i}]", f"{m!r} is not one of the setting's methods "
@@ -791,7 +793,7 @@ class Plan:
 
     @cached_property
     def fused_groups(self) -> list:
-        """The fused stage-0 jobs (stage0.fuse > 1): deltaspace.fused_plan."""
+        """The fused jobs (stage0.fuse or a setting's optimize.fuse > 1): deltaspace.fused_plan."""
         return fused_groups(self)
 
     # ----------------------------------------------------------------------- resources
@@ -1036,12 +1038,15 @@ class Plan:
         them with `snakemake -n -p`): the prepare jobs are those the other jobs read.
         """
         work: list[Job] = []
-        fused = {tuple(wc.values()) for group in self.fused_groups for wc in group.members}
-        alone = [wc for wc in self.stage0_wildcards() if tuple(wc.values()) not in fused]
+        def alone(rule: str, wildcards: list) -> list:  # the runs no fused job trains
+            fused = fused_members(self, rule)
+            return [wc for wc in wildcards if tuple(wc.values()) not in fused]
+
         for rule, wildcards, inputs, args in (
-                ("train_delta", alone, self.train_inputs, self.train_args),
+                ("train_delta", alone("train_delta", self.stage0_wildcards()), self.train_inputs, self.train_args),
                 ("fit_subspace", self.fit_wildcards(), self.fit_inputs, self.fit_args),
-                ("optimize_subspace", self.optimize_wildcards(), self.optimize_inputs, self.optimize_args),
+                ("optimize_subspace", alone("optimize_subspace", self.optimize_wildcards()), self.optimize_inputs,
+                 self.optimize_args),
                 ("landscape", self.landscape_wildcards(), self.landscape_inputs, self.landscape_args),
                 ("task_transfer", self.task_transfer_wildcards(), self.task_transfer_inputs, self.task_transfer_args)):
             for wc in wildcards:

@@ -54,7 +54,7 @@ def first_output(files: dict) -> str:
 class PaperPlans:
     """The merged plan of several experiment configs (see the module docstring)."""
 
-    fused_groups: list = []  # no fused stage-0 jobs in a merged DAG (see _plan)
+    fused_groups: list = []  # no fused jobs in a merged DAG (see _plan)
 
     def __init__(self, config: dict, root: str | Path = "."):
         self.config, self.root = config, Path(root)
@@ -93,9 +93,11 @@ class PaperPlans:
         errors = schema_errors(sub, self.root / CONFIG_SCHEMA)
         if errors:
             raise ConfigError(where, f"{name} is not a valid config:\n" + "\n".join(errors))
-        # One experiment's fused jobs (stage0.fuse) group its own runs, and the runs two experiments share
-        # must be one job: the merged DAG trains every stage-0 run as its own job.
+        # One experiment's fused jobs (stage0.fuse, a setting's optimize.fuse) group its own runs, and the
+        # runs two experiments share must be one job: the merged DAG trains every run as its own job.
         (sub.get("stage0") or {}).pop("fuse", None)
+        for setting in (sub.get("settings") or {}).values():
+            (setting.get("optimize") or {}).pop("fuse", None)
         try:
             return Plan(sub, self.root)
         except ConfigError as err:

@@ -30,7 +30,11 @@ from typing import Any
 
 import yaml
 
+from deltaspace.fused_plan import STAGES
 from deltaspace.plan import ConfigError, Job, Plan, parse_run, schema_errors
+
+#: Fused jobs' rules, each with the single-run rule whose estimate every member of it takes.
+FUSED_RULES = {stage.fused_rule: stage.rule for stage in STAGES}
 
 # --- the estimates' constants (docs/workflow.md, "Preflight estimates") ---------------------------
 BYTES = 4  # the training loops run in float32
@@ -256,7 +260,7 @@ class Checker:
             return Estimate(host_gb=LIGHT_OVERHEAD_GB)
         if rule in ("prepare", "synthetic_mpc"):
             return Estimate(host_gb=HOST_OVERHEAD_GB)
-        if rule == "train_fused":
+        if rule in FUSED_RULES:
             return self._fused(job)
         key = wc.get("backbone", plan.backbone)
         shape = self.backbone_shape(key)
@@ -298,11 +302,12 @@ class Checker:
         return est
 
     def _fused(self, job: Job) -> Estimate:
-        """A fused stage-0 job (deltaspace.fused_plan): its runs' steps and FLOPs add up, while the
-        backbone's weights and the process (or CUDA context) are held once and each run adds its own
-        state and activations."""
-        runs = [self.estimate(Job("train_delta", wc, {}, {}, "", job.threads, job.resources)) for wc in job.members]
-        weights = BYTES * self.backbone_shape(job.wildcards.backbone)["params"] / 1e9
+        """A fused job (deltaspace.fused_plan): its runs' steps and FLOPs add up, while the backbone's
+        weights and the process (or CUDA context) are held once and each run adds its own state and
+        activations."""
+        single = FUSED_RULES[job.rule]
+        runs = [self.estimate(Job(single, wc, {}, {}, "", job.threads, job.resources)) for wc in job.members]
+        weights = BYTES * self.backbone_shape(job.wildcards.get("backbone", self.plan.backbone))["params"] / 1e9
         if job.resources["gpu"]:
             fixed = weights + CUDA_OVERHEAD_GB
             device, host = fixed + sum(e.device_gb - fixed for e in runs), max(e.host_gb for e in runs)

@@ -21,33 +21,3 @@ rule train_delta:
         **PLAN.resources_of("train", by_method=True),
     shell:
         PLAN.shell("train_delta")
-
-
-# Fused stage 0 (stage0.fuse: K > 1; src/deltaspace/fused_plan.py): up to K runs of one backbone,
-# method and head in one `deltaspace train-fused` job. Each job is a rule whose outputs are its runs'
-# own files, without wildcards, so Snakemake picks it over train_delta for them; readers of those
-# files are unchanged.
-from deltaspace.fused_plan import group_benchmark, group_files, group_log, group_resources
-
-for group in PLAN.fused_groups:
-    fused_inputs, fused_outputs, fused_args = group_files(PLAN, group)
-    fused_threads, fused_resources = group_resources(PLAN, group)
-
-    rule:
-        name:
-            group.rule
-        input:
-            fused_inputs,
-        output:
-            fused_outputs,
-        log:
-            group_log(PLAN, group),
-        benchmark:
-            group_benchmark(PLAN, group)
-        params:
-            args=fused_args,
-        threads: fused_threads
-        resources:
-            **fused_resources,
-        shell:
-            PLAN.shell("train_fused")
