@@ -5,6 +5,9 @@
 # a rule whose outputs are its runs' own files, without wildcards, so Snakemake picks it over
 # train_delta / optimize_subspace for them; readers of those files are unchanged.
 from deltaspace.fused_plan import group_benchmark, group_files, group_log, group_resources
+from deltaspace.plan import RULES
+
+FUSED_SHELL = "deltaspace {params.command} {params.args} > {log:q} 2>&1"
 
 for group in PLAN.fused_groups:
     fused_inputs, fused_outputs, fused_args = group_files(PLAN, group)
@@ -22,9 +25,12 @@ for group in PLAN.fused_groups:
         benchmark:
             group_benchmark(PLAN, group)
         params:
+            # The command goes in as a param: a shell directive's expression is evaluated when the job
+            # runs, by which time this loop's `group` is the last group.
+            command=RULES[group.stage.fused_rule].command,
             args=fused_args,
         threads: fused_threads
         resources:
             **fused_resources,
         shell:
-            PLAN.shell(group.stage.fused_rule)
+            FUSED_SHELL
