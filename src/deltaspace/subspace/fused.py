@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..train.fused import FusedRun, GroupedBinding, fused_loop, parse_run, run_fused_command, why_alone
-from ..train.loop import TrainingDiverged
+from ..train.fused import (FusedRun, GroupedBinding, drop_kept_checkpoints, parse_run, run_fused_command,
+                           train_group, why_alone)
 
 
 def _group_runs(parsed: list) -> dict[tuple, list[int]]:
@@ -75,24 +75,8 @@ def optimize_fused(run_args: list[list[str]], progress: bool = True, stop_after:
         binding = GroupedBinding(shared[2][method].delta)
         runs = [FusedRun(setup_optimize(folder, method, parsed[i].data, loop_config(parsed[i]), parsed[i].out,
                                         shared=shared, **_kwargs(parsed[i])), stop_after) for i in members]
-        index = {id(r): i for i, r in zip(members, runs)}
-
-        def finish(run: FusedRun) -> None:
-            # As in fused stage 0: the finished run's checkpoint stays until the whole job is done.
-            if run.saved_step != run.step:
-                run.save()
-            results[index[id(run)]] = finish_optimize(run.s, run.outcome(), keep_checkpoint=True)
-
-        for run in runs:
-            if not run.active:
-                finish(run)
-        fused_loop([r for r in runs if r.active], binding, progress=progress, on_finish=finish)
-        failures = [str(r.failed) for r in runs if r.failed is not None]
-        if failures:
-            raise TrainingDiverged("; ".join(failures))
-    for out in outs:
-        if (out / "result.parquet").exists():
-            (out / "checkpoint.pt").unlink(missing_ok=True)
+        train_group(runs, members, binding, results, finish_optimize, progress)
+    drop_kept_checkpoints(outs)
     return results
 
 

@@ -587,6 +587,36 @@ def _shared_backbone(backbone_name: str, seed: int, method: str, options: dict, 
     return backbone, build_delta(method, backbone, **options), parameters
 
 
+def train_group(runs: list[FusedRun], members: list[int], binding: GroupedBinding, results: list, finish_run,
+                progress: bool = True) -> None:
+    """Train one group of a fused job together; a run that ends writes its folder at once with
+    ``finish_run(setup, outcome, keep_checkpoint=True)``, its result going to ``results[member]``."""
+    index = {id(r): i for i, r in zip(members, runs)}
+
+    def finish(run: FusedRun) -> None:
+        # The run's final state stays in its checkpoint until the whole job is done: a workflow
+        # manager that deletes a killed job's outputs (Snakemake) makes the rerun rewrite this folder
+        # from it instead of training the run again, so the rerun's batches hold the same runs.
+        if run.saved_step != run.step:
+            run.save()
+        results[index[id(run)]] = finish_run(run.s, run.outcome(), keep_checkpoint=True)
+
+    for run in runs:
+        if not run.active:  # its checkpoint says it ended (an early stop) before the job was cut
+            finish(run)
+    fused_loop([r for r in runs if r.active], binding, progress=progress, on_finish=finish)
+    failures = [str(r.failed) for r in runs if r.failed is not None]
+    if failures:
+        raise TrainingDiverged("; ".join(failures))
+
+
+def drop_kept_checkpoints(outs: list[Path]) -> None:
+    """Every run of the job is done: the finished runs' kept checkpoints go."""
+    for out in outs:
+        if (out / "result.parquet").exists():
+            (out / "checkpoint.pt").unlink(missing_ok=True)
+
+
 def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: int | None = None) -> list:
     """Train the runs given as ``deltaspace train`` argument lists; returns each run's result
     (a DataFrame, or None for a run skipped because its folder already has result.parquet)."""
@@ -616,26 +646,8 @@ def train_fused(run_args: list[list[str]], progress: bool = True, stop_after: in
             a, options, _ = prepared[i]
             runs.append(FusedRun(setup_stage0(a.data, a.method, a.backbone, options, loop_config(a), a.out,
                                               shared=shared, **_stage0_kwargs(a)), stop_after))
-        index = {id(r): i for i, r in zip(members, runs)}
-
-        def finish(run: FusedRun) -> None:
-            # The run's final state stays in its checkpoint until the whole group is done: a workflow
-            # manager that deletes a killed job's outputs (Snakemake) makes the rerun rewrite this folder
-            # from it instead of training the run again, so the rerun's batches hold the same runs.
-            if run.saved_step != run.step:
-                run.save()
-            results[index[id(run)]] = finish_stage0(run.s, run.outcome(), keep_checkpoint=True)
-
-        for run in runs:
-            if not run.active:  # its checkpoint says it ended (an early stop) before the job was cut
-                finish(run)
-        fused_loop([r for r in runs if r.active], binding, progress=progress, on_finish=finish)
-        failures = [str(r.failed) for r in runs if r.failed is not None]
-        if failures:
-            raise TrainingDiverged("; ".join(failures))
-    for out in outs:  # every run is done: the finished runs' kept checkpoints go
-        if (out / "result.parquet").exists():
-            (out / "checkpoint.pt").unlink(missing_ok=True)
+        train_group(runs, members, binding, results, finish_stage0, progress)
+    drop_kept_checkpoints(outs)
     return results
 
 
