@@ -50,6 +50,9 @@ CASES = [  # (backbone, method, options, extra train arguments)
     ("tiny-bert", "dora", ["r=4"], []),
     ("tiny-bert", "adalora", [], []),
     ("tiny-bert", "prompt+bitfit", ["prompt.n=5"], []),
+    ("tiny-bert", "bitfit+adapter", ["adapter.r=4"], []),  # a tuned bias inside an adapter's host
+    ("tiny-bert", "prompt+bitfit+adapter", ["prompt.n=5", "adapter.r=4"], []),
+    ("tiny-bert", "prompt+adapter", ["prompt.n=5", "adapter.r=4"], []),
     ("tiny-bert", "lora", ["r=4"], ["--head", "classifier"]),
     ("tiny-t5", "lora", ["r=4"], []),
     ("tiny-t5", "prefix", ["m=4", "hidden=8"], []),

@@ -141,6 +141,7 @@ class GroupedBinding:
 
         def grouped(*args, **kwargs):
             if self.group is not None:  # inside one group already (a host within a host)
+                self.touched.add(id(host))
                 self._bind(self.group, slots)
                 return call(host, *args, **kwargs)
             total = sum(self.sizes)
@@ -168,6 +169,7 @@ class GroupedBinding:
 
         def key_values():
             if self.group is not None:
+                self.touched.add(id(stack))
                 self._bind(self.group, slots)
                 return original(stack)
             key = (id(stack), torch.is_grad_enabled())
