@@ -40,16 +40,17 @@ class FusedStage:
     name: str  # the config block that sets fuse, and the log folder
     rule: str  # the single-run rule the fused jobs replace
     fused_rule: str  # Plan.jobs()'s rule of its fused jobs (Snakemake's: fused_rule_<i>)
+    plan_functions: str  # the Plan's <name>_inputs / <name>_args of the single-run rule
 
     def inputs(self, plan, wc) -> dict:
-        return (plan.train_inputs if self.rule == "train_delta" else plan.optimize_inputs)(wc)
+        return getattr(plan, f"{self.plan_functions}_inputs")(wc)
 
     def args(self, plan, wc, inp, out) -> str:
-        return (plan.train_args if self.rule == "train_delta" else plan.optimize_args)(wc, inp, out)
+        return getattr(plan, f"{self.plan_functions}_args")(wc, inp, out)
 
 
-STAGE0 = FusedStage("stage0", "train_delta", "train_fused")
-OPTIMIZE = FusedStage("optimize", "optimize_subspace", "optimize_fused")
+STAGE0 = FusedStage("stage0", "train_delta", "train_fused", "train")
+OPTIMIZE = FusedStage("optimize", "optimize_subspace", "optimize_fused", "optimize")
 STAGES = (STAGE0, OPTIMIZE)
 
 
@@ -61,10 +62,6 @@ class FusedGroup:
     stage: FusedStage
     key: dict  # what its runs share: backbone or (setting, y, group), and method
     members: list  # of Files, the single-run rule's wildcards
-
-    @property
-    def method(self) -> str:
-        return self.key["method"]
 
 
 def stage0_fuse(config: dict) -> int:
@@ -94,17 +91,13 @@ def _keyed_runs(plan) -> list[tuple[FusedStage, int, dict, list]]:
             if fusable(plan, STAGE0, wc):
                 by_key.setdefault((wc.backbone, wc.method, plan.stage0_head(wc.task, wc.method)), []).append(wc)
         out += [(STAGE0, k, {"backbone": bb, "method": m}, runs) for (bb, m, _), runs in by_key.items()]
-    for name, s in plan.settings.items():
-        k = int(s["optimize"].get("fuse") or 1)
-        if k <= 1:
-            continue
-        by_key = {}
-        for wc in plan.optimize_wildcards():
-            if wc.setting == name and fusable(plan, OPTIMIZE, wc):
-                group = s["where"][wc.subset, wc.task]
-                by_key.setdefault((wc.y, group, wc.method), []).append(wc)
-        out += [(OPTIMIZE, k, {"setting": name, "y": y, "group": g, "method": m}, runs)
-                for (y, g, m), runs in by_key.items()]
+    by_key = {}
+    for wc in plan.optimize_wildcards():
+        s = plan.settings[wc.setting]
+        if s["optimize"]["fuse"] > 1 and fusable(plan, OPTIMIZE, wc):
+            by_key.setdefault((wc.setting, wc.y, s["where"][wc.subset, wc.task], wc.method), []).append(wc)
+    out += [(OPTIMIZE, plan.settings[name]["optimize"]["fuse"], {"setting": name, "y": y, "group": g, "method": m},
+             runs) for (name, y, g, m), runs in by_key.items()]
     return out
 
 
