@@ -5,8 +5,9 @@
 #   snakemake -n --configfile config/paper/ipt-random.yaml       # the plan of a paper experiment
 #
 # prepare -> train_delta (stage 0) -> fit_subspace (stage 1) -> optimize_subspace (stages 2 and 3)
-#   -> landscape; every result.parquet -> tables -> report. Rules call the `deltaspace` command
-# (docs/contracts.md), never inline Python.
+#   -> landscape; every result.parquet -> results_index -> tables -> report. Rules call the
+# `deltaspace` command (docs/contracts.md), never inline Python; results_index only writes the list
+# of its input files (a command line could not hold thousands of them).
 
 import copy
 import re
@@ -57,6 +58,7 @@ wildcard_constraints:
     subset=NAME,
     y=r"[0-9]+",
     spec=NAME,
+    fused=r"[0-9]+",
 
 
 include: "workflow/rules/backbone.smk"
@@ -79,6 +81,7 @@ report: "workflow/report/workflow.rst"
 # process on the submit node rather than as Slurm jobs that would each wait for a queue slot and a
 # status check.
 localrules:
+    results_index,
     tables,
     report,
 

@@ -15,6 +15,7 @@ import torch
 from conftest import write_prepared
 
 from deltaspace.cli import main
+from deltaspace.train.fused import RUN_ARGS
 
 COLS = ["task", "method", "seed", "lr", "best_step", "steps_run", "dev_metric", "test_metric", "size", "config_hash"]
 
@@ -85,7 +86,8 @@ def test_fused_runs_equal_separate_runs(tmp_path, no_dropout, backbone, method, 
         ca, cb = pd.read_parquet(sep / "curve.parquet"), pd.read_parquet(fus / "curve.parquet")
         pd.testing.assert_frame_equal(ca[["step", "loss", "dev_metric"]], cb[["step", "loss", "dev_metric"]],
                                       rtol=1e-4)
-        assert sorted(p.name for p in fus.iterdir()) == sorted(p.name for p in sep.iterdir())
+        # the same files, and the record of the arguments the fused run was made with
+        assert sorted(p.name for p in fus.iterdir()) == sorted([RUN_ARGS, *(p.name for p in sep.iterdir())])
 
 
 def test_early_stopped_run_drops_out_and_others_go_on(tmp_path, no_dropout):

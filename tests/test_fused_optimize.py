@@ -1,6 +1,7 @@
 """Fused optimize-subspace runs (`deltaspace optimize-fused`): equal to separate runs per source
 method, zero-step and backbone-weight runs alone, preemptible."""
 
+import json
 import os
 import shlex
 import signal
@@ -51,8 +52,8 @@ def opt_args(subspace, data, out, *, method="lora", lr=0.5, steps=6, extra=()):
             "--experiment", "toy", "--setting", "single", "--subset", "test", *LOOP, *extra]
 
 
-def _fused(runs):
-    return ["optimize-fused", *[x for r in runs for x in ("--run", shlex.join(r))]]
+def _fused(runs, *options):
+    return ["optimize-fused", *options, *[x for r in runs for x in ("--run", shlex.join(r))]]
 
 
 def _vectors(out):
@@ -95,6 +96,24 @@ def test_zero_step_runs_alone_and_finished_runs_are_skipped(subspace, tmp_path, 
     assert main(_fused(runs)) == 0
     assert capsys.readouterr().out.count("already has result.parquet; skipped") == 3
     assert torch.equal(before, _vectors(tmp_path / "a")["lora"])
+
+
+def test_a_finished_run_planned_with_other_arguments_trains_again(subspace, tmp_path, capsys):
+    """A workflow rerunning a fused job after a config change deletes only its manifest: the run whose
+    arguments changed must not keep the result of the old ones."""
+    sub, (u0, _) = subspace["sub"], subspace["unseen"]
+    runs = [opt_args(sub, u0, tmp_path / "a"), opt_args(sub, u0, tmp_path / "b", lr=0.1)]
+    assert main(_fused(runs, "--manifest", str(tmp_path / "m.json"))) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["runs"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    kept = _rows(tmp_path / "a")
+    capsys.readouterr()
+    changed = [runs[0], opt_args(sub, u0, tmp_path / "b", lr=0.3)]
+    assert main(_fused(changed)) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'a'} already has result.parquet; skipped" in out
+    assert f"{tmp_path / 'b'} was made with other arguments" in out
+    pd.testing.assert_frame_equal(_rows(tmp_path / "a"), kept)
+    assert set(pd.read_parquet(tmp_path / "b" / "result.parquet")["lr"]) == {0.3}
 
 
 def test_sigterm_checkpoints_every_run_and_rerun_resumes_them_all(subspace, tmp_path):

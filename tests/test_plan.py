@@ -37,11 +37,11 @@ def snakemake_jobs(configfile: str) -> set[tuple]:
     jobs = set()
     for block in re.split(r"\n\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n", proc.stdout)[1:]:
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)[1]
-        rule = re.sub(r"^(train|optimize)_fused_\d+$", r"\1_fused", rule)  # one Snakemake rule per fused job
         if rule == "all":
             continue
         outputs = frozenset(re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", "))
-        command = re.search(r"^Shell command: (.*) > \S+ 2>&1$", block, re.M)[1]
+        command = re.search(r"^Shell command: (.*) > \S+ 2>&1$", block, re.M)
+        command = command[1] if command else None  # results_index runs inside Snakemake
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         res = dict(kv.split("=", 1) for kv in re.search(r"^\s+resources: (.*)$", block, re.M)[1].split(", "))
         jobs.add((rule, outputs, command, int(threads[1]) if threads else 1,
@@ -93,16 +93,24 @@ def test_fused_jobs_write_the_files_of_the_runs_they_replace():
     assert [j.command for j in Plan(config, REPO).jobs()] == [j.command for j in plain]  # fuse 1 = no fuse
     config["stage0"]["fuse"] = 4
     fused = Plan(config, REPO).jobs()
-    stage0 = lambda jobs: sorted(f for j in jobs if j.rule in ("train_delta", "train_fused")  # noqa: E731
-                                 for f in _flat(j.output.values()))
-    assert stage0(fused) == stage0(plain)
-    others = lambda jobs: sorted(j.command for j in jobs if j.rule not in ("train_delta", "train_fused"))  # noqa: E731
-    assert others(fused) == others(plain)
     groups = [j for j in fused if j.rule == "train_fused"]
+    runs = lambda jobs: sorted(f for j in jobs if j.rule == "train_delta" for f in _flat(j.output.values()))  # noqa: E731
+    assert runs(fused + [m for g in groups for m in g.members]) == runs(plain)  # the same runs, the same files
+    others = lambda jobs: sorted(str(j.command) for j in jobs if j.rule not in ("train_delta", "train_fused"))  # noqa: E731
+    assert others(fused) == others(plain)  # readers' command lines name the runs' folders as before
+    # ... but wait for the manifest of the fused job that writes a file, never for the file itself
+    made_by = {f: g.output["manifest"] for g in groups for m in g.members for f in _flat(m.output.values())}
+    plain_inputs = {_flat(j.output.values())[0]: _flat(j.input.values()) for j in plain}
+    for job in fused:
+        if job.rule not in ("train_delta", "train_fused"):
+            wanted = list(dict.fromkeys(made_by.get(f, f) for f in plain_inputs[_flat(job.output.values())[0]]))
+            assert _flat(job.input.values()) == wanted
+    assert any(f in made_by.values() for j in fused if j.rule == "fit_subspace" for f in _flat(j.input.values()))
     # the smoke config's adapter, prefix, lora and prompt runs on 3 tasks each: one job each; the methods
     # with one run (bitfit, a composite, a sequential combination, a classifier head) stay train_delta
     assert [(j.wildcards.method, len(j.members)) for j in groups] == [("adapter", 3), ("prefix", 3), ("lora", 3),
                                                                        ("prompt", 3)]
+    assert [j.output["manifest"] for j in groups] == [f"results/smoke/fused/stage0/{n}.json" for n in range(4)]
     one = next(j for j in plain if j.rule == "train_delta" and j.wildcards.method == "adapter")
     assert groups[0].resources["runtime"] == 3 * one.resources["runtime"]
     assert groups[0].resources["mem_mb"] == math.ceil(1.5 * one.resources["mem_mb"])
@@ -118,8 +126,8 @@ def test_fused_groups_are_even_and_skip_runs_that_cannot_share_a_backbone():
     assert [len(c) for c in _even_chunks(list(range(16)), 8)] == [8, 8]
     config = load("config/config.yaml")
     config["stage0"]["fuse"] = 8
-    plan = Plan(config, REPO)
-    methods = {wc.method for g in plan.fused_groups for wc in g.members}
+    groups = [j for j in Plan(config, REPO).jobs() if j.rule == "train_fused"]
+    methods = {m.wildcards.method for g in groups for m in g.members}
     assert "finetune" not in methods and "zero-shot" not in methods  # backbone weights; no training step
     assert {"adapter", "prefix", "lora", "prompt", "bitfit"} <= methods
 
@@ -146,7 +154,8 @@ def test_job_counts_per_rule():
     for job in jobs:
         counts[job.rule] = counts.get(job.rule, 0) + 1
     assert counts == {"prepare": 4, "train_delta": 16, "fit_subspace": 4, "optimize_subspace": 13, "landscape": 1,
-                      "task_transfer": 2, "efficiency": 1, "synthetic_mpc": 1, "tables": 14, "report": 1}
+                      "task_transfer": 2, "efficiency": 1, "synthetic_mpc": 1, "results_index": 1, "tables": 14,
+                      "report": 1}
 
 
 def test_a_task_trained_on_and_tested_in_one_subspace_is_refused():
@@ -175,18 +184,20 @@ def test_fused_optimize_jobs_group_one_subspace_and_method_and_write_the_same_fi
     for setting in config["settings"].values():
         setting["optimize"].pop("fuse")
     plain = Plan(config, REPO).jobs()
-    optimize = lambda jobs: sorted(f for j in jobs if j.rule in ("optimize_subspace", "optimize_fused")  # noqa: E731
-                                   for f in _flat(j.output.values()))
-    assert optimize(fused) == optimize(plain) and len(optimize(plain)) == 35 * 2  # result, vectors
     groups = [j for j in fused if j.rule == "optimize_fused"]
+    optimize = lambda jobs: sorted(f for j in jobs if j.rule == "optimize_subspace"  # noqa: E731
+                                   for f in _flat(j.output.values()))
+    members = [m for g in groups for m in g.members]
+    assert optimize(fused + members) == optimize(plain) and len(optimize(plain)) == 35 * 2  # result, vectors
     for job in groups:  # one subspace (setting, y, group) and source method per job
-        keys = {(wc.setting, wc.y, wc.method) for wc in job.members}
+        keys = {(m.wildcards.setting, m.wildcards.y, m.wildcards.method) for m in job.members}
         assert len(keys) == 1 and len([f for f in job.input["inputs"] if f.endswith("subspace.json")]) == 1
     assert sorted(len(j.members) for j in groups) == [2] * 6 + [3] * 3 + [4] * 2
     one = next(j for j in plain if j.rule == "optimize_subspace" and j.wildcards.setting == "multi")
     multi = next(j for j in groups if j.wildcards.setting == "multi")
     assert multi.resources["runtime"] == 3 * one.resources["runtime"]
-    assert multi.command.startswith("deltaspace optimize-fused --no-progress --run ")
+    assert multi.command.startswith(f"deltaspace optimize-fused --manifest {multi.output['manifest']} --no-progress "
+                                    "--run ")
 
 
 def test_fine_tuning_through_fastfood_is_never_fused():

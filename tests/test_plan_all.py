@@ -42,7 +42,7 @@ def test_shared_runs_are_planned_once_and_every_table_is_kept():
     alone = [Plan(load(n), REPO).jobs(n) for n in names]
     for rule in ("train_delta", "prepare"):
         outputs = [first_output(j.output) for jobs in alone for j in jobs if j.rule == rule]
-        assert len(merged.index[rule]) == len(set(outputs)) < len(outputs)  # the udt settings share runs
+        assert len(merged.merged[rule]) == len(set(outputs)) < len(outputs)  # the udt settings share runs
     specs = {s for n in names for s in Plan(load(n), REPO).tables}
     assert {Path(first_output(j.output)).name.split(".")[0] for j in merged.index["tables"].values()} == specs
 

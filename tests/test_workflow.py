@@ -48,6 +48,7 @@ EXPECTED = {
         "task_transfer": 2 * 3 * 2,          # adapter, lora x 3 sources x 2 targets
         "efficiency": 5,                     # 5 methods on MiniLM
         "synthetic_mpc": 1,
+        "results_index": 1,
         "tables": 16,
         "report": 1,
         "all": 1,
@@ -62,6 +63,7 @@ EXPECTED = {
         "task_transfer": 2,
         "efficiency": 1,
         "synthetic_mpc": 1,
+        "results_index": 1,
         "tables": 14,
         "report": 1,
         "all": 1,
@@ -72,6 +74,7 @@ EXPECTED = {
         "fit_subspace": 6 * 2,               # 6 categories x stage-1 lr grid {1e-5, 5e-5}
         "optimize_subspace": 11 * 3 * 2,     # test tasks x source methods x stage-2 lr grid {1e-2, 5e-2}
         "landscape": 1,                      # SciTail (Figure 2a)
+        "results_index": 1,
         "tables": 3,
         "report": 1,
         "all": 1,
@@ -82,6 +85,7 @@ EXPECTED = {
         "fit_subspace": 1,
         "optimize_subspace": 9 * 3 * 2,
         "landscape": 2,                      # Yelp Polarity, AI2 ARC (Figure 2b, c)
+        "results_index": 1,
         "tables": 3,
         "report": 1,
         "all": 1,
@@ -91,6 +95,7 @@ EXPECTED = {
         "train_delta": 16 * 3,               # the 16 distinct test tasks (E_ori) x methods; no stage-0 input to the fits
         "fit_subspace": 6 + 1,
         "optimize_subspace": (11 + 9) * 3 * 4,  # test cells x methods x stage-2 grid {5e-2, 1e-2, 5e-3, 1e-3}
+        "results_index": 1,
         "tables": 4,
         "report": 1,
         "all": 1,
@@ -100,6 +105,7 @@ EXPECTED = {
         "train_delta": 1 * 4,                # rotten_tomatoes x adapter/prefix/lora/finetune
         "fit_subspace": 1,
         "optimize_subspace": 1 * 4 * 7,      # 1 task x 4 source methods x 7 lrs
+        "results_index": 1,
         "tables": 1,
         "report": 1,
         "all": 1,
@@ -109,6 +115,7 @@ EXPECTED = {
         "train_delta": 120 * 2 * 4 * 3,      # tasks x (PT, FT) x 4 lrs x 3 batch sizes
         "fit_subspace": 5,                   # d_I in {5, 10, 50, 100, 250}
         "optimize_subspace": 5 * (100 + 100 + 20) * 12,  # d_I x (train-same + train-diff + test) x PT grid
+        "results_index": 1,
         "tables": 5,                         # + ipt-figure4 (its IPT(Prompt) row)
         "report": 1,
         "all": 1,
@@ -118,6 +125,7 @@ EXPECTED = {
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
         "optimize_subspace": 5 * (35 + 35 + 41 + 43) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
+        "results_index": 1,
         "tables": 4,                         # + ipt-figure8a
         "report": 1,
         "all": 1,
@@ -127,6 +135,7 @@ EXPECTED = {
         "train_delta": 119 * 2 * 4 * 3,
         "fit_subspace": 5,
         "optimize_subspace": 5 * (35 + 35 + 8 + 76) * 12,  # x the PT grid (4 lrs x 3 batch sizes)
+        "results_index": 1,
         "tables": 4,                         # + ipt-figure8b
         "report": 1,
         "all": 1,
@@ -136,6 +145,7 @@ EXPECTED = {
         "train_delta": 20 * 2 * 4 * 3,       # test tasks x (PT, FT) x 4 lrs x 3 batch sizes (ipt-random's runs)
         "fit_subspace": 7,                   # d_I in {5, 10, 50, 100, 250, 1000, 2000}: the random decoder
         "optimize_subspace": 7 * 20 * 12,    # d_I x test tasks x the PT grid
+        "results_index": 1,
         "tables": 1,
         "report": 1,
         "all": 1,
@@ -145,6 +155,7 @@ EXPECTED = {
         "train_delta": 120 * 2 * 4 * 3 * 10,  # tasks x (PT, FT) x 4 lrs x 3 batch sizes x 10 seeds
         "fit_subspace": 1,                   # d_I = 10
         "optimize_subspace": (100 + 20) * 12 * 10,  # (train-same + test) x the PT grid x 10 seeds
+        "results_index": 1,
         "tables": 1,
         "report": 1,
         "all": 1,
@@ -152,6 +163,7 @@ EXPECTED = {
     "config/paper/survey-table3.yaml": {
         "prepare": 104 * 2,                  # tasks x (t5-lm-base, t5-lm-large)
         "train_delta": 104 * (4 * 3 * 2 + 1 * 2),  # 4 methods x 3 lrs x 2 batch sizes + PT on 2 backbones
+        "results_index": 1,
         "tables": 3,                         # survey-table3, its ratio row, survey-convergence
         "report": 1,
         "all": 1,
@@ -161,6 +173,7 @@ EXPECTED = {
         "train_delta": 8 * 8 * 2 * 4 * 3 + 15 * 2 * 3 + 8 * 2,  # tasks x (7 patterns + FT) x 2 templates x 4 lrs
                                              # x 3 seeds + SST-2 x 15 sequential stages x 2 templates x 3 seeds
                                              # + tasks x zero-shot x 2 templates
+        "results_index": 1,
         "tables": 7,                         # Tables 5(a, b), 7(a, b), the tunable-parameters rows of 5 and 7, Figure 10
         "report": 1,
         "all": 1,
@@ -169,6 +182,7 @@ EXPECTED = {
         "prepare": 8 * 5,  # tasks x data seeds: each seed trains on its own 16-shot split
         "train_delta": 8 * 7 * 2 * 4 * 5 + 8 * 2,  # tasks x 7 patterns x 2 templates x 4 lrs (Table 8) x 5 seeds
                                              # + tasks x zero-shot x 2 templates
+        "results_index": 1,
         "tables": 2,
         "report": 1,
         "all": 1,
@@ -176,6 +190,7 @@ EXPECTED = {
     "config/paper/survey-combination-t5.yaml": {
         "prepare": 8,
         "train_delta": 8 * 7 * 4 * 3,
+        "results_index": 1,
         "tables": 2,                         # survey-table6a and its tunable-parameters row
         "report": 1,
         "all": 1,
@@ -183,6 +198,7 @@ EXPECTED = {
     "config/paper/survey-scale.yaml": {
         "prepare": 3 * 3,                    # tasks x T5 sizes
         "train_delta": 3 * 6 * 3,            # tasks x methods x T5 sizes, 1 lr, 1 seed
+        "results_index": 1,
         "tables": 2,
         "report": 1,
         "all": 1,
@@ -191,18 +207,21 @@ EXPECTED = {
         "prepare": 12,
         "train_delta": 12 * (3 * 3 * 2 + 1),  # tasks x (PF, LR, AP over 3 lrs x 2 batch sizes + PT)
         "task_transfer": 4 * 12 * 11,        # methods x sources x targets
+        "results_index": 1,
         "tables": 1,
         "report": 1,
         "all": 1,
     },
     "config/paper/survey-efficiency.yaml": {
         "efficiency": 3 * 6,                 # T5 sizes x methods
+        "results_index": 1,
         "tables": 2,
         "report": 1,
         "all": 1,
     },
     "config/paper/survey-time.yaml": {
         "efficiency": 2 * 4,                 # T5 sizes x methods (each times 4 input lengths)
+        "results_index": 1,
         "tables": 1,
         "report": 1,
         "all": 1,
@@ -211,6 +230,7 @@ EXPECTED = {
         "prepare": 8 * 3,                    # GLUE tasks x backbones
         "train_delta": 8 * (5 + 12 * 4 + 3) * 3 * 5,  # tasks x (PEFT rank-free + rows x ranks + FT x 3 lrs)
                                                        # x backbones x 5 seeds
+        "results_index": 1,
         "tables": 6,                         # Tables II-IV and their ‰Params columns
         "report": 1,
         "all": 1,
@@ -233,8 +253,7 @@ def job_counts(output: str) -> dict[str, int]:
         m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not m:
             break
-        rule = re.sub(r"^(train|optimize)_fused_\d+$", r"\1_fused", m[1])  # one Snakemake rule per fused job
-        counts[rule] = counts.get(rule, 0) + int(m[2])
+        counts[m[1]] = int(m[2])
     return counts
 
 

@@ -1,17 +1,20 @@
-"""Fused jobs in the plan: runs that can share one backbone, K to a job (``stage0.fuse: K``, and
-``settings.NAME.optimize.fuse: K`` for a setting's optimize-subspace runs).
+"""Fused jobs in the plan: runs that can share one backbone, K to a job (``stage0.fuse: K``, a
+setting's ``optimize.fuse: K``, or ``fuse:`` of config/paper/all.yaml for the merged DAG).
 
-With ``fuse`` above 1, the runs that could share one loaded model are split into jobs of at most K
-runs (as even as possible: 9 runs at K=8 make jobs of 5 and 4, which two cores run side by side),
-each one process (one Slurm GPU job):
+Fusing is a transformation of a list of jobs, applied after planning (and, for several experiment
+configs, after merging them, so that a run two experiments share is one run of one fused job):
 
-- stage 0: runs of one backbone, method instance and head, in `deltaspace train-fused`;
-- optimize: runs of one setting, intrinsic dimension, subspace (group) and source method — its lr
-  grid × seeds × the group's tasks — in `deltaspace optimize-fused`.
+- stage 0: runs of one results folder, backbone, method instance and head, in `deltaspace train-fused`;
+- optimize: runs of one results folder, setting, intrinsic dimension, subspace (group) and source
+  method — its lr grid × seeds × the group's tasks — in `deltaspace optimize-fused`.
 
-A fused job's outputs are its runs' own files: every rule that reads them, and every table, is
-unchanged. In the Snakefile each fused job is a rule of its own with those files as outputs and no
-wildcards, which Snakemake prefers over the single-run rule's pattern.
+Each group of up to K runs (as even as possible: 9 runs at K=8 make jobs of 5 and 4, which two cores
+run side by side) becomes one job of one wildcard rule, `train_fused` or `optimize_fused`, whose one
+output is a manifest, ``{results}/fused/<stage>/<n>.json``, written when every run of the job is
+done. The runs write their own folders as the single-run command would; a job that reads one of
+those files depends on the manifest of the job that writes it instead. Why not the runs' files as
+the fused job's outputs: that takes a Snakemake rule per job, and Snakemake's cost grows faster than
+the number of rules (docs/workflow.md, "Scale"); one wildcard rule costs what one job does.
 
 Runs that cannot fuse stay single-run jobs: methods whose θ is backbone weights (fine-tuning,
 last-layer, selective), runs of no training step (zero-shot), runs with ``micro_batch_size`` (a
@@ -25,7 +28,7 @@ per further run (the backbone is held once; each run adds its θ, optimizer stat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .method_names import BACKBONE_WEIGHT_METHODS
 
@@ -35,33 +38,19 @@ MEM_SHARE_PER_RUN = 0.25
 
 @dataclass(frozen=True)
 class FusedStage:
-    """A stage whose runs fuse: its single-run rule, the fused jobs' rule family and command."""
+    """A stage whose runs fuse: its single-run rule and the rule of its fused jobs."""
 
-    name: str  # the config block that sets fuse, and the log folder
-    rule: str  # the single-run rule the fused jobs replace
-    fused_rule: str  # Plan.jobs()'s rule of its fused jobs (Snakemake's: fused_rule_<i>)
-    plan_functions: str  # the Plan's <name>_inputs / <name>_args of the single-run rule
-
-    def inputs(self, plan, wc) -> dict:
-        return getattr(plan, f"{self.plan_functions}_inputs")(wc)
-
-    def args(self, plan, wc, inp, out) -> str:
-        return getattr(plan, f"{self.plan_functions}_args")(wc, inp, out)
+    name: str  # the config block that sets fuse, and the manifest and log folder
+    rule: str  # the single-run rule
+    fused_rule: str
+    key_names: tuple  # the wildcards its fused runs share (beside the results folder)
 
 
-STAGE0 = FusedStage("stage0", "train_delta", "train_fused", "train")
-OPTIMIZE = FusedStage("optimize", "optimize_subspace", "optimize_fused", "optimize")
+STAGE0 = FusedStage("stage0", "train_delta", "train_fused", ("backbone", "method"))
+OPTIMIZE = FusedStage("optimize", "optimize_subspace", "optimize_fused", ("setting", "y", "group", "method"))
 STAGES = (STAGE0, OPTIMIZE)
-
-
-@dataclass
-class FusedGroup:
-    """One fused job: its Snakemake rule name, its stage and the runs (the single-run rule's wildcards) it trains."""
-
-    rule: str
-    stage: FusedStage
-    key: dict  # what its runs share: backbone or (setting, y, group), and method
-    members: list  # of Files, the single-run rule's wildcards
+BY_RULE = {stage.rule: stage for stage in STAGES}
+BY_FUSED_RULE = {stage.fused_rule: stage for stage in STAGES}
 
 
 def stage0_fuse(config: dict) -> int:
@@ -81,36 +70,95 @@ def fusable(plan, stage: FusedStage, wc) -> bool:
     return loop.get("steps") != 0 and not loop.get("micro_batch_size")
 
 
-def _keyed_runs(plan) -> list[tuple[FusedStage, int, dict, list]]:
-    """(stage, K, shared key, runs) of every set of runs that could share one process."""
+def fuse_key(plan, rule: str, wc) -> tuple | None:
+    """What a run of a single-run rule must share with others to fuse with them (its results folder
+    first), or None when it cannot fuse."""
+    stage = BY_RULE.get(rule)
+    if stage is None or not fusable(plan, stage, wc):
+        return None
+    if stage is STAGE0:
+        return plan.R, wc.backbone, wc.method, plan.stage0_head(wc.task, wc.method)
+    return plan.R, wc.setting, wc.y, plan.settings[wc.setting]["where"][wc.subset, wc.task], wc.method
+
+
+def fuse_k(plan, rule: str, wc) -> int:
+    """The config's K for one run (stage0.fuse, or its setting's optimize.fuse)."""
+    if rule == STAGE0.rule:
+        return stage0_fuse(plan.config)
+    return plan.settings[wc.setting]["optimize"]["fuse"] if rule == OPTIMIZE.rule else 1
+
+
+def fuse_jobs(jobs: list, k_of=lambda job: job.fuse_k) -> list:
+    """``jobs`` with the runs of each fused group replaced by one fused job (where its first run was),
+    and every input that one of those runs writes replaced by the fused job's manifest.
+
+    ``k_of(job)`` is the K of a single-run job with a ``fuse_key``: each config's own, or all.yaml's.
+    """
+    from .plan import _flat
+
+    by_key: dict[tuple, list] = {}
+    for job in jobs:
+        if job.fuse_key is not None and k_of(job) > 1:
+            by_key.setdefault((job.rule, job.fuse_key), []).append(job)
+    first: dict[int, object] = {}  # id of a group's first run -> its fused job
+    fused_runs: set[int] = set()
+    made_by: dict[str, str] = {}
+    count: dict[tuple, int] = {}
+    for (rule, key), runs in by_key.items():
+        stage = BY_RULE[rule]
+        for chunk in _even_chunks(runs, k_of(runs[0])):
+            if len(chunk) < 2:  # a run with no partner stays a single-run job
+                continue
+            n = count[key[0], stage] = count.get((key[0], stage), -1) + 1
+            job = _fused_job(stage, key, n, chunk)
+            first[id(chunk[0])] = job
+            fused_runs.update(id(run) for run in chunk)
+            manifest = job.output["manifest"]
+            made_by.update((f, manifest) for run in chunk for f in _flat(run.output.values()))
+    if not first:
+        return jobs
     out = []
-    k = stage0_fuse(plan.config)
-    if k > 1:
-        by_key: dict[tuple, list] = {}
-        for wc in plan.stage0_wildcards():
-            if fusable(plan, STAGE0, wc):
-                by_key.setdefault((wc.backbone, wc.method, plan.stage0_head(wc.task, wc.method)), []).append(wc)
-        out += [(STAGE0, k, {"backbone": bb, "method": m}, runs) for (bb, m, _), runs in by_key.items()]
-    by_key = {}
-    for wc in plan.optimize_wildcards():
-        s = plan.settings[wc.setting]
-        if s["optimize"]["fuse"] > 1 and fusable(plan, OPTIMIZE, wc):
-            by_key.setdefault((wc.setting, wc.y, s["where"][wc.subset, wc.task], wc.method), []).append(wc)
-    out += [(OPTIMIZE, plan.settings[name]["optimize"]["fuse"], {"setting": name, "y": y, "group": g, "method": m},
-             runs) for (name, y, g, m), runs in by_key.items()]
-    return out
+    for job in jobs:
+        if id(job) in first:
+            out.append(first[id(job)])
+        elif id(job) not in fused_runs:
+            out.append(job)
+    return [_depend_on_manifests(job, made_by) for job in out]
 
 
-def fused_groups(plan) -> list[FusedGroup]:
-    """The fused jobs of a plan, stage 0's first, in run order (none when no stage fuses)."""
-    groups: list[FusedGroup] = []
-    count = dict.fromkeys(STAGES, 0)
-    for stage, k, key, runs in _keyed_runs(plan):
-        for chunk in _even_chunks(runs, k):
-            if len(chunk) > 1:  # a run with no partner stays a single-run job
-                groups.append(FusedGroup(f"{stage.fused_rule}_{count[stage]}", stage, key, chunk))
-                count[stage] += 1
-    return groups
+def _fused_job(stage: FusedStage, key: tuple, n: int, runs: list):
+    from .plan import RULES, Files, Job, _flat, q
+
+    root, shared = key[0], dict(zip(stage.key_names, key[1:]))
+    wc = Files(fused=str(n), **shared)
+    manifest = f"{root}/fused/{stage.name}/{n}.json"
+    inputs = {}
+    for run in runs:
+        inputs.update(dict.fromkeys(_flat(run.input.values())))
+    single = f"deltaspace {RULES[stage.rule].command} "
+    args = [f"--manifest {q(manifest)} --no-progress",
+            *(f"--run {q(run.command.removeprefix(single))}" for run in runs)]
+    one = runs[0].resources
+    resources = {**one, "mem_mb": math.ceil(one["mem_mb"] * (1 + MEM_SHARE_PER_RUN * (len(runs) - 1))),
+                 "runtime": one["runtime"] * len(runs), "disk_mb": one["disk_mb"] * len(runs)}
+    return Job(stage.fused_rule, wc, Files(inputs=list(inputs)), Files(manifest=manifest),
+               f"deltaspace {RULES[stage.fused_rule].command} {' '.join(args)}", runs[0].threads, resources,
+               members=runs)
+
+
+def _depend_on_manifests(job, made_by: dict[str, str]):
+    """``job`` reading the manifest of the fused job that writes each of its inputs (never its own)."""
+    from .plan import Files, _flat
+
+    own = set(_flat(job.output.values()))
+    changed, inputs = False, {}
+    for name, value in job.input.items():
+        files = value if isinstance(value, list) else [value]
+        mapped = [made_by.get(f, f) for f in files]
+        mapped = [m for m in dict.fromkeys(mapped) if m not in own]
+        changed |= mapped != files
+        inputs[name] = mapped if isinstance(value, list) else mapped[0]
+    return replace(job, input=Files(inputs)) if changed else job
 
 
 def _even_chunks(items: list, k: int) -> list[list]:
@@ -123,55 +171,3 @@ def _even_chunks(items: list, k: int) -> list[list]:
         chunks.append(items[start:end])
         start = end
     return chunks
-
-
-def group_files(plan, group: FusedGroup) -> tuple[list[str], list[str], str]:
-    """(inputs, outputs, fused command arguments) of a fused job: its runs' inputs and files, and
-    each run's single-run arguments as one --run."""
-    from .plan import Files, q
-
-    stage = group.stage
-    inputs, outputs, runs = {}, [], []
-    for wc in group.members:
-        inp, out = Files(stage.inputs(plan, wc)), Files(plan.outputs(stage.rule, wc))
-        for value in inp.values():
-            inputs.update(dict.fromkeys(value if isinstance(value, list) else [value]))
-        outputs += list(out.values())
-        runs.append(f"--run {q(stage.args(plan, wc, inp, out))}")
-    return list(inputs), outputs, " ".join(["--no-progress", *runs])
-
-
-def group_resources(plan, group: FusedGroup) -> tuple[int, dict[str, int]]:
-    """Threads and resources of a fused job, scaled from one run's (see the module docstring)."""
-    threads, one = plan.rule_resources(group.stage.rule, group.members[0])
-    n = len(group.members)
-    return threads, {**one, "mem_mb": math.ceil(one["mem_mb"] * (1 + MEM_SHARE_PER_RUN * (n - 1))),
-                     "runtime": one["runtime"] * n, "disk_mb": one["disk_mb"] * n}
-
-
-def group_log(plan, group: FusedGroup) -> str:
-    return f"{plan.R}/logs/fused/{group.stage.name}/{group.rule}.log"
-
-
-def group_benchmark(plan, group: FusedGroup) -> str:
-    return f"{plan.R}/benchmarks/fused/{group.stage.name}/{group.rule}.tsv"
-
-
-def fused_members(plan, rule: str) -> set[tuple]:
-    """The runs of single-run rule ``rule`` that fused jobs train (as wildcard value tuples)."""
-    return {tuple(wc.values()) for g in plan.fused_groups if g.stage.rule == rule for wc in g.members}
-
-
-def fused_jobs(plan) -> list:
-    """The Plan.jobs() entries of the fused jobs (rule ``train_fused`` or ``optimize_fused``;
-    Snakemake's rule is ``group.rule``)."""
-    from .plan import RULES, Files, Job
-
-    jobs = []
-    for group in plan.fused_groups:
-        inputs, outputs, args = group_files(plan, group)
-        threads, resources = group_resources(plan, group)
-        jobs.append(Job(group.stage.fused_rule, Files(fused=group.rule, **group.key), Files(inputs=inputs),
-                        Files(outputs=outputs), f"deltaspace {RULES[group.stage.fused_rule].command} {args}",
-                        threads, resources, members=group.members))
-    return jobs

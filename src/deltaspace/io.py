@@ -75,5 +75,9 @@ def write_parquet(df: "pd.DataFrame", path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+def write_lines(path: str | Path, lines) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in lines)))
+
+
 def write_json(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"))

@@ -19,13 +19,13 @@ import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from deltaspace.fused_plan import fused_groups, fused_jobs, fused_members
+from deltaspace.fused_plan import BY_FUSED_RULE, fuse_jobs, fuse_k, fuse_key
 from deltaspace.method_names import METHOD_NAMES
 
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
@@ -92,15 +92,16 @@ class RuleSpec:
 RULES = {
     "prepare": RuleSpec("prepare", "prepare"),
     "train_delta": RuleSpec("train", "train", by_method=True),
-    "train_fused": RuleSpec("train-fused", "train", by_method=True),  # stage0.fuse > 1 (deltaspace.fused_plan)
+    "train_fused": RuleSpec("train-fused", "train", by_method=True),  # fused runs (deltaspace.fused_plan)
     "fit_subspace": RuleSpec("fit-subspace", "fit"),
     "optimize_subspace": RuleSpec("optimize-subspace", "optimize", by_method=True),
-    "optimize_fused": RuleSpec("optimize-fused", "optimize", by_method=True),  # settings.*.optimize.fuse > 1
+    "optimize_fused": RuleSpec("optimize-fused", "optimize", by_method=True),
     "landscape": RuleSpec("landscape", "landscape"),
     "task_transfer": RuleSpec("task-transfer", "transfer"),
     "efficiency": RuleSpec("efficiency", "efficiency"),
     "synthetic_mpc": RuleSpec("synthetic-mpc", "synthetic"),
     "convert_backbone": RuleSpec("convert-smollm2", "convert"),
+    "results_index": RuleSpec("", "tables"),  # runs inside Snakemake (no command): a list of files
     "tables": RuleSpec("tables", "tables"),
     "report": RuleSpec("report", "report"),
 }
@@ -132,10 +133,12 @@ class Job:
     wildcards: Files
     input: Files
     output: Files
-    command: str
+    command: str | None  # None: a rule that runs inside Snakemake (results_index)
     threads: int
     resources: dict[str, int] = field(default_factory=dict)
-    members: list = field(default_factory=list)  # a fused job's runs (train_delta wildcards)
+    members: list = field(default_factory=list)  # a fused job's runs (their single-run Jobs)
+    fuse_key: tuple | None = None  # a run that can fuse: what its fused partners share (fused_plan)
+    fuse_k: int = 1  # its config's K
 
 
 def suggest(name: str, choices, n: int = 3) -> str:
@@ -158,7 +161,9 @@ def q(value) -> str:
 
 
 def parent(path: str) -> str:
-    return str(Path(path).parent)
+    """A job file's folder (the plan's paths are POSIX strings; no Path objects for 170,000 of them)."""
+    head = path.rpartition("/")[0]
+    return head or "."
 
 
 def folders(files) -> str:
@@ -180,6 +185,14 @@ def parse_run(run: str) -> tuple[float, int | None, int]:
 
 
 def _yaml(path: Path) -> dict:
+    """A YAML file's content, parsed once per process while the file is unchanged (all.yaml plans 17
+    configs against one task registry and one set of table specs). Read-only to callers."""
+    stat = Path(path).stat()
+    return _parsed_yaml(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=None)
+def _parsed_yaml(path: str, mtime_ns: int, size: int) -> dict:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=loader) or {}  # noqa: S506 (a safe loader)
@@ -672,6 +685,8 @@ class Plan:
         if rule == "optimize_subspace":
             d = self.optimize_dir(w.setting, w.y, w.subset, w.task, w.method, w.run)
             return {"result": f"{d}/result.parquet", "intrinsic": f"{d}/intrinsic.safetensors"}
+        if rule in ("train_fused", "optimize_fused"):  # the manifest a fused job writes last (fused_plan)
+            return {"manifest": f"{self.R}/fused/{BY_FUSED_RULE[rule].name}/{w.fused}.json"}
         if rule == "landscape":
             d = self.landscape_dir(w.setting, w.y, w.task)
             return {"grid": f"{d}/grid.parquet", "plot": f"{d}/landscape.png"}
@@ -684,6 +699,8 @@ class Plan:
                     "plot": f"{self.synthetic_mpc_dir}/synthetic-mpc.png"}
         if rule == "convert_backbone":
             return {"config": f"{self.models_dir}/{w.model}/config.json"}
+        if rule == "results_index":
+            return {"index": f"{self.R}/planned-results.txt"}
         if rule == "tables":
             return {"files": [f"{self.R}/tables/{w.spec}{suffix}" for suffix in TABLE_SUFFIXES]}
         if rule == "report":
@@ -698,6 +715,8 @@ class Plan:
             "train_delta": lambda: f"stage0/{w.backbone}/{w.task}/{w.method}/{w.run}",
             "fit_subspace": lambda: f"subspace/{w.setting}/{w.group}/y{w.y}/{w.run}",
             "optimize_subspace": lambda: f"optimize/{w.setting}/y{w.y}/{w.subset}/{w.task}/{w.method}/{w.run}",
+            "train_fused": lambda: f"fused/stage0/{w.fused}",
+            "optimize_fused": lambda: f"fused/optimize/{w.fused}",
             "landscape": lambda: f"landscape/{w.setting}/y{w.y}/{w.task}",
             "task_transfer": lambda: f"task-transfer/{w.backbone}/{w.method}/{w.source}/{w.task}",
             "efficiency": lambda: f"efficiency/{w.backbone}/{w.method}",
@@ -787,14 +806,19 @@ class Plan:
         """The results folders the DAG writes (one; several when experiments merge, deltaspace.plan_all)."""
         return [self.R]
 
-    def tables_inputs(self, wc) -> dict:
-        """A table job waits for every result of the config (it reads the experiment's whole folder)."""
+    def results_index_inputs(self, wc) -> dict:
+        """The planned-results barrier waits for every result of the config."""
         return {"results": self.all_results}
 
-    @cached_property
-    def fused_groups(self) -> list:
-        """The fused jobs (stage0.fuse or a setting's optimize.fuse > 1): deltaspace.fused_plan."""
-        return fused_groups(self)
+    def result_indexes(self) -> list[str]:
+        """The planned-results list of each results folder (one here; one per folder when merged)."""
+        return [self.outputs("results_index")["index"]]
+
+    def tables_inputs(self, wc) -> dict:
+        """A table job waits for every result of the config (it reads the experiment's whole folder),
+        through the one planned-results list: Snakemake resolves each result file once, not once per
+        table and again for the report (three quarters of all.yaml's DAG edges were those)."""
+        return {"index": self.result_indexes()}
 
     # ----------------------------------------------------------------------- resources
 
@@ -1038,21 +1062,19 @@ class Plan:
         them with `snakemake -n -p`): the prepare jobs are those the other jobs read.
         """
         work: list[Job] = []
-        def alone(rule: str, wildcards: list) -> list:  # the runs no fused job trains
-            fused = fused_members(self, rule)
-            return [wc for wc in wildcards if tuple(wc.values()) not in fused]
-
         for rule, wildcards, inputs, args in (
-                ("train_delta", alone("train_delta", self.stage0_wildcards()), self.train_inputs, self.train_args),
+                ("train_delta", self.stage0_wildcards(), self.train_inputs, self.train_args),
                 ("fit_subspace", self.fit_wildcards(), self.fit_inputs, self.fit_args),
-                ("optimize_subspace", alone("optimize_subspace", self.optimize_wildcards()), self.optimize_inputs,
-                 self.optimize_args),
+                ("optimize_subspace", self.optimize_wildcards(), self.optimize_inputs, self.optimize_args),
                 ("landscape", self.landscape_wildcards(), self.landscape_inputs, self.landscape_args),
                 ("task_transfer", self.task_transfer_wildcards(), self.task_transfer_inputs, self.task_transfer_args)):
             for wc in wildcards:
                 inp, out = Files(inputs(wc)), Files(self.outputs(rule, wc))
-                work.append(self._job(rule, wc, inp, out, args(wc, inp, out)))
-        work += fused_jobs(self)
+                job = self._job(rule, wc, inp, out, args(wc, inp, out))
+                job.fuse_key = fuse_key(self, rule, wc)
+                if job.fuse_key is not None:
+                    job.fuse_k = fuse_k(self, rule, wc)
+                work.append(job)
         for wc in self.efficiency_wildcards():
             out = Files(self.outputs("efficiency", wc))
             work.append(self._job("efficiency", wc, Files(), out, self.efficiency_args(wc, out)))
@@ -1072,15 +1094,16 @@ class Plan:
             wc = Files(model=Path(model).parent.name)
             out = Files(self.outputs("convert_backbone", wc))
             convert.append(self._job("convert_backbone", wc, Files(), out, self.convert_args(wc, out)))
-        results = Files(results=self.all_results)
+        index = Job("results_index", Files(), Files(self.results_index_inputs(Files())),
+                    Files(self.outputs("results_index")), None, *self.rule_resources("results_index", Files()))
         tables = []
         for spec in self.tables:
             wc = Files(spec=spec)
             out = Files(self.outputs("tables", wc))
-            tables.append(self._job("tables", wc, results, out, self.tables_args(wc)))
-        report = self._job("report", Files(), Files(tables=self.all_tables(), results=self.all_results),
+            tables.append(self._job("tables", wc, Files(self.tables_inputs(wc)), out, self.tables_args(wc)))
+        report = self._job("report", Files(), Files(tables=self.all_tables(), index=self.result_indexes()),
                            Files(self.outputs("report")), self.report_args(config_file))
-        return convert + prepare + work + tables + [report]
+        return fuse_jobs(convert + prepare + work + [index] + tables + [report])
 
     def _job(self, rule: str, wc: Files, inp: Files, out: Files, args: str) -> Job:
         threads, resources = self.rule_resources(rule, wc)

@@ -30,11 +30,10 @@ from typing import Any
 
 import yaml
 
-from deltaspace.fused_plan import STAGES
+from deltaspace.fused_plan import BY_FUSED_RULE
 from deltaspace.plan import ConfigError, Job, Plan, parse_run, schema_errors
 
 #: Fused jobs' rules, each with the single-run rule whose estimate every member of it takes.
-FUSED_RULES = {stage.fused_rule: stage.rule for stage in STAGES}
 
 # --- the estimates' constants (docs/workflow.md, "Preflight estimates") ---------------------------
 BYTES = 4  # the training loops run in float32
@@ -256,11 +255,11 @@ class Checker:
     def estimate(self, job: Job) -> Estimate:
         """Peak memory, steps and FLOPs of one job (docs/workflow.md, "Preflight estimates")."""
         rule, wc, plan = job.rule, job.wildcards, self.plan
-        if rule in ("tables", "report"):
+        if rule in ("results_index", "tables", "report"):
             return Estimate(host_gb=LIGHT_OVERHEAD_GB)
         if rule in ("prepare", "synthetic_mpc"):
             return Estimate(host_gb=HOST_OVERHEAD_GB)
-        if rule in FUSED_RULES:
+        if rule in BY_FUSED_RULE:
             return self._fused(job)
         key = wc.get("backbone", plan.backbone)
         shape = self.backbone_shape(key)
@@ -305,8 +304,7 @@ class Checker:
         """A fused job (deltaspace.fused_plan): its runs' steps and FLOPs add up, while the backbone's
         weights and the process (or CUDA context) are held once and each run adds its own state and
         activations."""
-        single = FUSED_RULES[job.rule]
-        runs = [self.estimate(Job(single, wc, {}, {}, "", job.threads, job.resources)) for wc in job.members]
+        runs = [self.estimate(run) for run in job.members]
         weights = BYTES * self.backbone_shape(job.wildcards.get("backbone", self.plan.backbone))["params"] / 1e9
         if job.resources["gpu"]:
             fixed = weights + CUDA_OVERHEAD_GB

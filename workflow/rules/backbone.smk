@@ -10,11 +10,11 @@ rule convert_backbone:
     log:
         PLAN.log("convert_backbone"),
     params:
-        args=PLAN.convert_args,
+        args=PLAN.args("convert_backbone"),
     wildcard_constraints:
         model=NAME,
-    threads: PLAN.threads_of("convert")
+    threads: PLAN.threads("convert_backbone")
     resources:
-        **PLAN.resources_of("convert"),
+        **PLAN.resources("convert_backbone"),
     shell:
         PLAN.shell("convert_backbone")

@@ -1,8 +1,8 @@
-# The plan of the config (src/deltaspace/plan.py): every rule's files, inputs, command line and
-# resources come from one torch-free Python object, shared with `deltaspace preflight`, so that
-# the DAG Snakemake builds and the jobs preflight checks are the same by construction. Planning
-# runs once, when Snakemake parses the workflow (plain dictionary work: a paper config with
-# thousands of jobs still builds its DAG in seconds); input functions only look up what it holds.
+# The plan of the config (src/deltaspace/plan.py): every job's files, inputs, command line and
+# resources come from one torch-free job list, shared with `deltaspace preflight`, so that the DAG
+# Snakemake builds and the jobs preflight checks are the same by construction. Planning runs once,
+# when Snakemake parses the workflow; the rules' input, params and resources functions only look a
+# job up in its table (src/deltaspace/plan_all.py), the same for one config and for all.yaml's many.
 # A config the plan cannot run fails here, naming the key path.
 
 from snakemake.exceptions import WorkflowError
@@ -11,13 +11,12 @@ from deltaspace.plan import NAME, RUN_PATTERN, ConfigError
 from deltaspace.plan_all import make_plan
 
 try:
-    PLAN = make_plan(config)  # config/paper/all.yaml names experiments: their plans merged (plan_all.py)
+    PLAN = make_plan(config)  # config/paper/all.yaml names experiments: their plans merged
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 R = PLAN.R
 REPORT = PLAN.report
-ALL_RESULTS = PLAN.all_results
 
 
 def report_config_file():

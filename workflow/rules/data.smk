@@ -6,15 +6,15 @@
 
 rule prepare:
     input:
-        unpack(PLAN.prepare_inputs),
+        unpack(PLAN.inputs("prepare")),
     output:
         **PLAN.outputs("prepare"),
     log:
         PLAN.log("prepare"),
     params:
-        args=PLAN.prepare_args,
-    threads: PLAN.threads_of("prepare")
+        args=PLAN.args("prepare"),
+    threads: PLAN.threads("prepare")
     resources:
-        **PLAN.resources_of("prepare"),
+        **PLAN.resources("prepare"),
     shell:
         PLAN.shell("prepare")

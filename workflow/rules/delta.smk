@@ -7,7 +7,7 @@
 
 rule train_delta:
     input:
-        unpack(PLAN.train_inputs),
+        unpack(PLAN.inputs("train_delta")),
     output:
         **PLAN.outputs("train_delta"),
     log:
@@ -15,9 +15,9 @@ rule train_delta:
     benchmark:
         PLAN.benchmark("train_delta")
     params:
-        args=PLAN.train_args,
-    threads: PLAN.threads_of("train", by_method=True)
+        args=PLAN.args("train_delta"),
+    threads: PLAN.threads("train_delta")
     resources:
-        **PLAN.resources_of("train", by_method=True),
+        **PLAN.resources("train_delta"),
     shell:
         PLAN.shell("train_delta")

@@ -11,9 +11,9 @@ rule efficiency:
     log:
         PLAN.log("efficiency"),
     params:
-        args=lambda wc, output: PLAN.efficiency_args(wc, output),
-    threads: PLAN.threads_of("efficiency")
+        args=PLAN.args("efficiency"),
+    threads: PLAN.threads("efficiency")
     resources:
-        **PLAN.resources_of("efficiency"),
+        **PLAN.resources("efficiency"),
     shell:
         PLAN.shell("efficiency")

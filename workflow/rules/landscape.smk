@@ -7,7 +7,7 @@
 
 rule landscape:
     input:
-        unpack(PLAN.landscape_inputs),
+        unpack(PLAN.inputs("landscape")),
     output:
         grid=PLAN.outputs("landscape")["grid"],
         plot=report(PLAN.outputs("landscape")["plot"], caption="../report/landscape.rst", category="Landscapes",
@@ -17,9 +17,9 @@ rule landscape:
     benchmark:
         PLAN.benchmark("landscape")
     params:
-        args=PLAN.landscape_args,
-    threads: PLAN.threads_of("landscape")
+        args=PLAN.args("landscape"),
+    threads: PLAN.threads("landscape")
     resources:
-        **PLAN.resources_of("landscape"),
+        **PLAN.resources("landscape"),
     shell:
         PLAN.shell("landscape")

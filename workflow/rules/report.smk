@@ -7,15 +7,15 @@ rule report:
     input:
         tables=PLAN.all_tables(),
         landscapes=PLAN.landscape_outputs(),
-        results=ALL_RESULTS,
+        index=PLAN.result_indexes(),
     output:
         report(REPORT, caption="../report/report.rst", category="Report"),
     log:
         PLAN.log("report"),
     params:
         args=PLAN.report_args(report_config_file()),
-    threads: PLAN.threads_of("report")
+    threads: PLAN.threads("report")
     resources:
-        **PLAN.resources_of("report"),
+        **PLAN.resources("report"),
     shell:
         PLAN.shell("report")

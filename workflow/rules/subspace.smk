@@ -14,7 +14,7 @@
 
 rule fit_subspace:
     input:
-        unpack(PLAN.fit_inputs),
+        unpack(PLAN.inputs("fit_subspace")),
     output:
         **PLAN.outputs("fit_subspace"),
     log:
@@ -22,17 +22,17 @@ rule fit_subspace:
     benchmark:
         PLAN.benchmark("fit_subspace")
     params:
-        args=PLAN.fit_args,
-    threads: PLAN.threads_of("fit")
+        args=PLAN.args("fit_subspace"),
+    threads: PLAN.threads("fit_subspace")
     resources:
-        **PLAN.resources_of("fit"),
+        **PLAN.resources("fit_subspace"),
     shell:
         PLAN.shell("fit_subspace")
 
 
 rule optimize_subspace:
     input:
-        unpack(PLAN.optimize_inputs),
+        unpack(PLAN.inputs("optimize_subspace")),
     output:
         **PLAN.outputs("optimize_subspace"),
     log:
@@ -40,9 +40,9 @@ rule optimize_subspace:
     benchmark:
         PLAN.benchmark("optimize_subspace")
     params:
-        args=PLAN.optimize_args,
-    threads: PLAN.threads_of("optimize", by_method=True)
+        args=PLAN.args("optimize_subspace"),
+    threads: PLAN.threads("optimize_subspace")
     resources:
-        **PLAN.resources_of("optimize", by_method=True),
+        **PLAN.resources("optimize_subspace"),
     shell:
         PLAN.shell("optimize_subspace")

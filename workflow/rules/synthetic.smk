@@ -11,9 +11,9 @@ rule synthetic_mpc:
     log:
         PLAN.log("synthetic_mpc"),
     params:
-        args=lambda wc, output: PLAN.synthetic_mpc_args(wc, output),
-    threads: PLAN.threads_of("synthetic")
+        args=PLAN.args("synthetic_mpc"),
+    threads: PLAN.threads("synthetic_mpc")
     resources:
-        **PLAN.resources_of("synthetic"),
+        **PLAN.resources("synthetic_mpc"),
     shell:
         PLAN.shell("synthetic_mpc")

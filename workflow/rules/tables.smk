@@ -7,6 +7,23 @@
 # a config stay in the folder and in the tables until their folders are deleted (docs/workflow.md).
 
 
+from deltaspace.io import write_lines
+
+
+# Every result the config plans, as one list per results folder: the barrier between the runs and
+# the tables and report (each table waits for it rather than for thousands of files itself).
+rule results_index:
+    input:
+        unpack(PLAN.inputs("results_index")),
+    output:
+        PLAN.outputs("results_index")["index"],
+    threads: PLAN.threads("results_index")
+    resources:
+        **PLAN.resources("results_index"),
+    run:
+        write_lines(output[0], input.results)
+
+
 def _table_output(suffix, caption, label):
     return report(f"{R}/tables/{{spec}}{suffix}", caption=caption, category="Tables", subcategory="{spec}",
                   labels={"table": "{spec}", "file": label})
@@ -14,7 +31,7 @@ def _table_output(suffix, caption, label):
 
 rule tables:
     input:
-        unpack(PLAN.tables_inputs),
+        unpack(PLAN.inputs("tables")),
     output:
         _table_output(".csv", "../report/table.rst", "ours"),
         _table_output(".vs_paper.csv", "../report/table_vs_paper.rst", "ours vs paper"),
@@ -22,9 +39,9 @@ rule tables:
     log:
         PLAN.log("tables"),
     params:
-        args=PLAN.tables_args,
-    threads: PLAN.threads_of("tables")
+        args=PLAN.args("tables"),
+    threads: PLAN.threads("tables")
     resources:
-        **PLAN.resources_of("tables"),
+        **PLAN.resources("tables"),
     shell:
         PLAN.shell("tables")

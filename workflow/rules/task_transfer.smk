@@ -6,15 +6,15 @@
 
 rule task_transfer:
     input:
-        unpack(PLAN.task_transfer_inputs),
+        unpack(PLAN.inputs("task_transfer")),
     output:
         **PLAN.outputs("task_transfer"),
     log:
         PLAN.log("task_transfer"),
     params:
-        args=PLAN.task_transfer_args,
-    threads: PLAN.threads_of("transfer")
+        args=PLAN.args("task_transfer"),
+    threads: PLAN.threads("task_transfer")
     resources:
-        **PLAN.resources_of("transfer"),
+        **PLAN.resources("task_transfer"),
     shell:
         PLAN.shell("task_transfer")

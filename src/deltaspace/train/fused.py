@@ -24,6 +24,7 @@ and resume exactly, but their masks are not the ones a separate run draws.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..io import atomic_write, write_json
 from .loop import (CheckpointError, LoopOutcome, Preempted, StopFlag, TrainingDiverged, _rng_state,
                    _set_rng_state, autocast, device, make_optimizer)
 
@@ -666,6 +667,9 @@ def run_fused_command(subparsers, name: str, single: str, train, print_result, *
             raise ValueError("give the runs with --run 'ARGS' (repeatable) or --spec FILE")
         if args.no_progress:
             runs = [r if "--no-progress" in r else [*r, "--no-progress"] for r in runs]
+        outs = [Path(parse_run(r, single).out) for r in runs]
+        for out, argv in zip(outs, runs):
+            forget_other_arguments(out, argv, name)
         try:
             results = train(runs, progress=not args.no_progress, stop_after=args.stop_after_step)
         except Preempted as stop:
@@ -674,6 +678,8 @@ def run_fused_command(subparsers, name: str, single: str, train, print_result, *
         for result in results:
             if result is not None:
                 print_result(result)
+        if args.manifest:
+            write_json({"command": name, "runs": [str(out) for out in outs]}, args.manifest)
         return 0
 
     p = subparsers.add_parser(name, **parser_text)
@@ -681,9 +687,33 @@ def run_fused_command(subparsers, name: str, single: str, train, print_result, *
                    help=f"one run's `deltaspace {single}` arguments as one quoted string (repeatable)")
     p.add_argument("--spec", action="append", metavar="FILE",
                    help="JSON/YAML list of runs, each an argument list or a command-line string")
+    p.add_argument("--manifest", metavar="FILE",
+                   help="written (a JSON list of the run folders) once every run is done: the workflow's output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
     p.add_argument("--stop-after-step", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+
+RUN_ARGS = "run-args.json"  # a fused run's arguments, beside its result and checkpoint
+
+
+def forget_other_arguments(out: Path, argv: list[str], name: str) -> None:
+    """Make a run folder's result and checkpoint count only for these arguments.
+
+    A fused job skips its runs that have a result and resumes those with a checkpoint. Its
+    workflow output is only the manifest, so a workflow manager rerunning it after a config change
+    (or a kill) deletes none of the runs' files: a result or checkpoint that another argument list
+    made, or whose arguments were never recorded, is removed here, and the run trains anew.
+    """
+    record, wanted = out / RUN_ARGS, [a for a in argv if a != "--no-progress"]
+    if record.exists() and json.loads(record.read_text(encoding="utf-8")) == wanted:
+        return
+    stale = [out / f for f in ("result.parquet", "checkpoint.pt") if (out / f).exists()]
+    if stale:
+        print(f"deltaspace {name}: {out} was made with other arguments (or none recorded); trained again")
+        for path in stale:
+            path.unlink()
+    write_json(wanted, record)
 
 
 def _print(result) -> None:
