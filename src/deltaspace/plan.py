@@ -710,13 +710,13 @@ class Plan:
     def log(self, rule: str, wc=None) -> str:
         """A rule's log file (pattern or path), under {R}/logs/ mirroring its outputs."""
         w = _Pattern() if wc is None else wc
+        if rule in BY_FUSED_RULE:  # beside its manifest's folder name
+            return f"{self.R}/logs/fused/{BY_FUSED_RULE[rule].name}/{w.fused}.log"
         logs = {
             "prepare": lambda: f"prepare/{w.backbone}/{w.task}/seed{w.dseed}",
             "train_delta": lambda: f"stage0/{w.backbone}/{w.task}/{w.method}/{w.run}",
             "fit_subspace": lambda: f"subspace/{w.setting}/{w.group}/y{w.y}/{w.run}",
             "optimize_subspace": lambda: f"optimize/{w.setting}/y{w.y}/{w.subset}/{w.task}/{w.method}/{w.run}",
-            "train_fused": lambda: f"fused/stage0/{w.fused}",
-            "optimize_fused": lambda: f"fused/optimize/{w.fused}",
             "landscape": lambda: f"landscape/{w.setting}/y{w.y}/{w.task}",
             "task_transfer": lambda: f"task-transfer/{w.backbone}/{w.method}/{w.source}/{w.task}",
             "efficiency": lambda: f"efficiency/{w.backbone}/{w.method}",
