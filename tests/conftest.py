@@ -79,7 +79,7 @@ def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "
                          "target_ids": tok(verbalizers[label])["input_ids"] if seq2seq else []})
         pd.DataFrame(rows).to_parquet(folder / f"{split}.parquet", index=False)
     manifest = {"task": task, "category": "sentiment", "metric": "accuracy", "kind": "classification",
-                "verbalizers": verbalizers, "backbone": backbone, "content_sha256": "toy"}
+                "verbalizers": verbalizers, "backbone": backbone, "content_sha256": "toy", "max_input_length": 64}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 

@@ -184,7 +184,7 @@ def test_likelihood_head_scores_the_verbalizers():
     batch = collate(rows, bb.tokenizer.pad_token_id, "decoder")
     losses = adam_losses(delta, head, batch, delta.init(0).requires_grad_(True), lr=2e-2, steps=15)
     assert losses[-1] < losses[0]
-    with pytest.raises(ValueError, match="decoder-only"):
+    with pytest.raises(ValueError, match="runs on decoder backbones"):
         make_head(load_backbone("tiny-t5"), build_delta("lora", load_backbone("tiny-t5")), ["a"], head="likelihood")
 
 

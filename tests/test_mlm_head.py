@@ -1,6 +1,6 @@
 """The masked-LM heads (--head mlm / mlm-template): the survey's prompt-based classification over
-label words (LM-BFF; Tables 4-7), task prompts in the registry, their rendering at preparation, and
-LM-BFF's few-shot STS-B (16 per side of 2.5)."""
+label words (LM-BFF; Tables 4-7), on T5 through the sentinel (Table 6), task prompts in the
+registry, their rendering at preparation, and LM-BFF's few-shot STS-B (16 per side of 2.5)."""
 
 import json
 import math
@@ -14,7 +14,8 @@ from deltaspace.cli import main
 from deltaspace.data.prepare import PrepareOptions, prepare_task
 from deltaspace.data.registry import RegistryError, load_registry
 from deltaspace.deltas import build_delta
-from deltaspace.heads import MLMHead, label_word_ids, make_head
+from deltaspace.heads import MLMHead, SentinelHead, label_word_ids, make_head
+from deltaspace.train.batching import collate
 
 SURVEY_GLUE = ["glue-cola", "glue-sst2", "glue-mrpc", "glue-stsb", "glue-qqp", "glue-mnli", "glue-qnli", "glue-rte"]
 
@@ -59,8 +60,8 @@ def prepare(task, tmp_path, registry, backbone="tiny-bert"):
     return out
 
 
-def train(data, out, head, steps=12, method="lora", sets=("r=4",)):
-    return main(["train", "--data", str(data), "--method", method, "--backbone", "tiny-bert", "--lr", "0.05",
+def train(data, out, head, steps=12, method="lora", sets=("r=4",), backbone="tiny-bert"):
+    return main(["train", "--data", str(data), "--method", method, "--backbone", backbone, "--lr", "0.05",
                  "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "4", "--seed", "7",
                  *(a for kv in sets for a in ("--set", kv)),
                  "--out", str(out), "--no-progress", "--head", head, "--steps", str(steps)])
@@ -173,8 +174,6 @@ def test_soft_prompt_slots_are_skipped_when_finding_the_mask(tmp_path, toy_regis
     manifest = json.loads((data / "manifest.json").read_text())
     head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
                      max_length=64)
-    from deltaspace.train.batching import collate
-
     rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
     batch = collate(rows, bb.tokenizer.pad_token_id, "encoder")
     theta = delta.init(0)
@@ -201,8 +200,6 @@ def test_regression_interpolates_between_the_two_words(tmp_path, toy_registry):
     head = make_head(bb, build_delta("lora", bb, r=2), None, head="mlm-template", regression=True,
                      prompt=manifest["prompt"], max_length=64)
     rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records"))
-    from deltaspace.train.batching import collate
-
     batch = collate(rows, load_tokenizer("tiny-bert").pad_token_id, "encoder", regression=True)
     predictions = [float(p) for p in head.predict(batch)]
     assert all(0 <= p <= 5 for p in predictions)
@@ -236,3 +233,69 @@ def test_pseudo_classes_need_a_regression_task(tmp_path, edit, message):
     (tmp_path / "t.yaml").write_text(TOY_REGISTRY.replace(*edit))
     with pytest.raises(RegistryError, match=message):
         load_registry(tmp_path)
+
+
+# --- T5: the sentinel stands for the mask (survey Table 6, notes A19) --------------------------------
+
+
+def test_t5_puts_the_sentinel_where_the_mask_was(tmp_path, toy_registry):
+    data = prepare("toy-sentiment", tmp_path, toy_registry, backbone="tiny-t5")
+    manifest = json.loads((data / "manifest.json").read_text())
+    bb = load_backbone("tiny-t5", mlm_head=True)
+    assert bb.mlm_head is None  # the seq2seq model's own LM head scores the words
+    delta = build_delta("lora", bb, r=2)
+    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
+                     max_length=64)
+    assert isinstance(head, SentinelHead) and bb.tokenizer.convert_ids_to_tokens(head.mask_id) == "<extra_id_0>"
+    row = pd.read_parquet(data / "test.parquet").to_dict("records")[0]
+    tok = bb.tokenizer
+    templated = head.encode_rows([row])[0]["input_ids"]
+    before = row["prompt"].split("{mask}")[0].rstrip()
+    assert templated == tok(before, add_special_tokens=False)["input_ids"] + [head.mask_id] + \
+        tok(" .", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    bare = make_head(bb, delta, manifest["verbalizers"], head="mlm", prompt=manifest["prompt"], max_length=64)
+    assert bare.encode_rows([row])[0]["input_ids"] == \
+        tok(row["input"], add_special_tokens=False)["input_ids"] + [head.mask_id, tok.eos_token_id]  # x <extra_id_0>
+
+
+def test_t5_scores_the_label_words_as_the_decoders_first_token_after_the_sentinel(tmp_path, toy_registry):
+    data = prepare("toy-sentiment", tmp_path, toy_registry, backbone="tiny-t5")
+    manifest = json.loads((data / "manifest.json").read_text())
+    bb = load_backbone("tiny-t5", mlm_head=True)
+    delta = build_delta("prompt", bb, n=3)
+    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
+                     max_length=64)
+    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
+    batch = collate(rows, bb.tokenizer.pad_token_id, "seq2seq")
+    theta = delta.init(0)
+    with delta.bound(theta):
+        logits = head.logits(batch)
+        inputs = delta.prepare_inputs({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        decoder = torch.tensor([[bb.model.config.decoder_start_token_id, head.mask_id]] * 4)
+        full = bb.model(**inputs, decoder_input_ids=decoder).logits[:, 1]
+    words = label_word_ids(bb.tokenizer, ["bad", "good"])
+    assert torch.allclose(logits, full[:, words], atol=1e-5)
+    with delta.bound(theta):
+        assert torch.allclose(head.loss(batch), torch.nn.functional.cross_entropy(logits, batch["label"]), atol=1e-5)
+    assert set(head.predict(batch)) <= {"negative", "positive"}
+
+
+@pytest.mark.parametrize("task, head, metric", [("toy-sentiment", "mlm-template", "accuracy"),
+                                                ("toy-sentiment", "mlm", "accuracy"),
+                                                ("toy-sts", "mlm-template", "pearson")])
+def test_t5_trains_through_the_label_words(tmp_path, toy_registry, task, head, metric):
+    data = prepare(task, tmp_path, toy_registry, backbone="tiny-t5")
+    out = tmp_path / "run"
+    assert train(data, out, head, steps=16, backbone="tiny-t5") == 0
+    row = pd.read_parquet(out / "result.parquet").iloc[0]
+    assert row["head"] == head and row.metric == metric and not math.isnan(row.test_metric)
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert curve.loss.iloc[-1] < curve.loss.iloc[0]
+
+
+def test_decoders_have_no_masked_lm_head():
+    with pytest.raises(ValueError, match="encoder and seq2seq"):
+        load_backbone("tiny-llama", mlm_head=True)
+    bb = load_backbone("tiny-llama")
+    with pytest.raises(ValueError, match="likelihood"):
+        make_head(bb, build_delta("lora", bb, r=2), ["a", "b"], head="mlm", prompt=None, max_length=32)

@@ -238,7 +238,7 @@ def test_classifier_head_is_part_of_theta_and_trains(toy, tmp_path, capsys):
     assert theta[start:start + 128].abs().sum() > 0  # out-proj starts at zero and has trained
     assert train(write_prepared(tmp_path / "t5", "tiny-t5"), tmp_path / "x", "--head", "classifier",
                  backbone="tiny-t5", steps=2) == 2
-    assert "--head classifier is for encoder backbones" in capsys.readouterr().err
+    assert "--head classifier runs on encoder backbones; 'tiny-t5' is seq2seq" in capsys.readouterr().err
     assert train(toy, tmp_path / "y", "--set", "lora.r=4", method="lora+classifier", steps=2) == 2
     assert "only --head classifier reads" in capsys.readouterr().err
 

@@ -375,12 +375,14 @@ def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_i
     ``config_only`` builds the architecture on the meta device: exact shapes, no memory, no
     download, so paper-scale parameter counts work anywhere. Tiny backbones are random, seeded.
     Attention defaults to the eager implementation because prefix tuning extends keys and masks
-    (see :mod:`deltaspace.deltas.prefix`). ``mlm_head`` (encoders) also loads the pretrained
-    masked-LM head, kept apart from ``model`` so that no delta method counts or tunes it.
+    (see :mod:`deltaspace.deltas.prefix`). ``mlm_head`` asks for what the masked-LM heads read: on an
+    encoder, the pretrained masked-LM head, kept apart from ``model`` so that no delta method counts
+    or tunes it; on a seq2seq backbone nothing more, since its own LM head scores the words after
+    the sentinel (:class:`deltaspace.heads.SentinelHead`).
     """
     spec = backbone_spec(name)
-    if mlm_head and spec.kind != ENCODER:
-        raise ValueError(f"a masked-LM head is for encoder backbones; {name!r} is {spec.kind}")
+    if mlm_head and spec.kind == DECODER:
+        raise ValueError(f"a masked-LM head is for encoder and seq2seq backbones; {name!r} is {spec.kind}")
     cls = _model_class(spec.kind, mlm_head)
     if config_only or spec.source == "tiny":
         config = _config_from_spec(spec) if spec.config else _load_config(spec)
@@ -401,7 +403,7 @@ def load_backbone(name: str, *, config_only: bool = False, seed: int = 0, attn_i
     model.requires_grad_(False)
     model.eval()
     head = None
-    if mlm_head:
+    if mlm_head and spec.kind == ENCODER:
         model, head = _split_mlm_head(model)
     return Backbone(name=name, spec=spec, model=model, tokenizer=tokenizer, config=config, mlm_head=head)
 

@@ -14,7 +14,9 @@ the float target; predictions are the numbers as text, which the correlation met
 ``MLMHead`` (``--head mlm`` / ``mlm-template``) is the survey's prompt-based formulation on
 encoders (LM-BFF; its §5.2 and Table 4): the frozen pretrained masked-LM head scores the task's
 label words at a [MASK], appended as ``[CLS] x [SEP] [MASK] [SEP]`` or placed by the task's manual
-template. Regression (STS-B) reads the probability of the ``high`` word against ``low``.
+template. Regression (STS-B) reads the probability of the ``high`` word against ``low``. On T5 the
+same two heads are ``SentinelHead``: the mask is the sentinel ``<extra_id_0>`` and the label words
+are the decoder's first token after it (survey Table 6).
 
 ``CausalLMHead`` is the decoder-only setting (Llama, Qwen2, GPT-2): the model reads prompt +
 target, the loss is the token-averaged causal LM loss on the target tokens only (prompt and
@@ -22,17 +24,19 @@ padding masked), and evaluation greedily decodes after the left-padded prompt un
 ``LikelihoodHead`` (``--head likelihood``, decoders) classifies by the likelihood of each
 verbalizer after the prompt: cross-entropy over the verbalizers' summed log-probabilities.
 
-Batches come from :mod:`deltaspace.train.batching`: ``input_ids``, ``attention_mask``, and
-``labels`` (target ids, -100 on padding) for seq2seq or ``label`` (class index) for encoders,
-plus ``score`` (float target) for regression tasks on encoders.
+Batches come from :mod:`deltaspace.train.batching`: ``input_ids``, ``attention_mask``, ``label``
+(class index), ``labels`` (target ids, -100 on padding) for seq2seq, plus ``score`` (float target)
+for regression tasks.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
-from .backbones import DECODER, ENCODER, Backbone
+from .backbones import DECODER, ENCODER, SEQ2SEQ, Backbone
 from .data.registry import MASK
 from .deltas import Delta
 
@@ -160,7 +164,42 @@ class LabelHead:
         return [self.verbalizers[i] for i in self.logits(batch).argmax(-1).tolist()]
 
 
-class ClassifierHead:
+class RowHead(ABC):
+    """A head whose loss reads one output row per input row: the first token's logits (the
+    classifier), the vocabulary at the mask (the masked-LM heads).
+
+    Its steps are apart so that the fused trainer (:func:`deltaspace.train.fused.fused_losses`) can
+    run one backbone forward over many runs' rows and hand each run its slice: ``forward_kwargs``
+    (what the backbone call takes besides the inputs), ``row_outputs`` (the output, one row per
+    input row) and ``loss_from`` (one run's loss from its rows).
+    """
+
+    backbone: Backbone
+    delta: Delta
+
+    def forward_kwargs(self, rows: int, device: torch.device) -> dict:
+        return {}
+
+    @abstractmethod
+    def row_outputs(self, out, input_ids: torch.Tensor) -> torch.Tensor:
+        """One row per input row from the backbone's output ``out`` over ``input_ids`` (a soft
+        prompt's slots come before them and are skipped)."""
+
+    @abstractmethod
+    def loss_from(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss of ``batch`` from its rows of :meth:`row_outputs`."""
+
+    def outputs(self, batch: dict) -> torch.Tensor:
+        input_ids = batch["input_ids"]
+        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": batch["attention_mask"]})
+        out = self.backbone.model(**inputs, **self.forward_kwargs(len(input_ids), input_ids.device))
+        return self.row_outputs(out, input_ids)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.loss_from(self.outputs(batch), batch)
+
+
+class ClassifierHead(RowHead):
     """Logits of the ``classifier`` component on the first real token (after any soft prompt)."""
 
     def __init__(self, backbone: Backbone, delta: Delta, verbalizers: list[str] | None, regression: bool) -> None:
@@ -179,14 +218,14 @@ class ClassifierHead:
         self.backbone, self.delta, self.module = backbone, delta, module
         self.verbalizers, self.regression = verbalizers, regression
 
-    def logits(self, batch: dict) -> torch.Tensor:
-        input_ids = batch["input_ids"]
-        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": batch["attention_mask"]})
-        hidden = self.backbone.model(**inputs).last_hidden_state
-        return self.module(hidden[:, -input_ids.shape[1]])  # the first real token: [CLS] / <s>
+    def row_outputs(self, out, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.module(out.last_hidden_state[:, -input_ids.shape[1]])  # the first real token: [CLS] / <s>
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        logits = self.logits(batch).float()
+    def logits(self, batch: dict) -> torch.Tensor:
+        return self.outputs(batch)
+
+    def loss_from(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits = outputs.float()
         if self.regression:
             return nn.functional.mse_loss(logits.squeeze(-1), batch["score"].float())
         return nn.functional.cross_entropy(logits, batch["label"])
@@ -225,7 +264,7 @@ def label_word_ids(tokenizer, words: list[str]) -> list[int]:
     return ids
 
 
-class MLMHead:
+class MLMHead(RowHead):
     """Label words at the [MASK], scored by the backbone's frozen pretrained masked-LM head.
 
     ``prompt`` is the prepared manifest's (the task registry's ``prompt``): its label words, and for
@@ -236,9 +275,6 @@ class MLMHead:
 
     def __init__(self, backbone: Backbone, delta: Delta, verbalizers: list[str] | None, regression: bool,
                  template: bool, prompt: dict | None, max_length: int) -> None:
-        if backbone.mlm_head is None:
-            raise ValueError(f"backbone {backbone.name!r} was loaded without its masked-LM head "
-                             "(load_backbone(..., mlm_head=True))")
         if template and not prompt:
             raise ValueError("--head mlm-template needs the task's prompt template (registry key `prompt`, "
                              "carried by the prepared manifest); this task has none: use --head mlm")
@@ -255,7 +291,7 @@ class MLMHead:
         self.backbone, self.delta, self.verbalizers, self.regression = backbone, delta, verbalizers, regression
         self.template, self.max_length = template, max_length
         self.range = tuple(prompt["range"]) if regression else None
-        self.module = backbone.mlm_head.to(next(backbone.model.parameters()).device)
+        self.module = self._word_scorer(backbone)
         self.mask = mask_token(tokenizer)
         self.mask_id = tokenizer.convert_tokens_to_ids(self.mask)
         self.word_ids = torch.tensor(label_word_ids(tokenizer, words))
@@ -263,20 +299,34 @@ class MLMHead:
         at = around.index(self.mask_id)
         self._prefix, self._suffix = around[:at], around[at + 1:]
 
+    @staticmethod
+    def _word_scorer(backbone: Backbone) -> nn.Module:
+        if backbone.mlm_head is None:
+            raise ValueError(f"backbone {backbone.name!r} was loaded without its masked-LM head "
+                             "(load_backbone(..., mlm_head=True))")
+        return backbone.mlm_head.to(next(backbone.model.parameters()).device)
+
     def encode_rows(self, rows: list[dict]) -> list[dict]:
         """The rows with ``input_ids`` in this head's format, truncated to ``max_length``."""
         return [{**row, "input_ids": self._encode(row)} for row in rows]
 
     def _encode(self, row: dict) -> list[int]:
-        tokenizer = self.backbone.tokenizer
         if not self.template:
-            return tokenizer(row["input"], self.mask, truncation="only_first",
-                             max_length=self.max_length)["input_ids"]
+            return self._encode_bare(row)
         prompt = row.get("prompt") or ""
         if prompt.count(MASK) != 1:
             raise ValueError(f"row idx={row.get('idx')}: prompt {prompt[:80]!r} needs one {MASK}; prepared data from "
                              "before prompts existed must be prepared again (deltaspace prepare)")
-        before, after = prompt.split(MASK)
+        return self._around_mask(*prompt.split(MASK))
+
+    def _encode_bare(self, row: dict) -> list[int]:
+        """Without a template: ``[CLS] x [SEP] [MASK] [SEP]``, the survey's "without manual templates"."""
+        return self.backbone.tokenizer(row["input"], self.mask, truncation="only_first",
+                                       max_length=self.max_length)["input_ids"]
+
+    def _around_mask(self, before: str, after: str) -> list[int]:
+        """``before [MASK] after`` between the tokenizer's special tokens, within ``max_length``."""
+        tokenizer = self.backbone.tokenizer
         left = tokenizer(before.rstrip(), add_special_tokens=False)["input_ids"]
         right = tokenizer(after, add_special_tokens=False)["input_ids"]
         budget = self.max_length - len(self._prefix) - len(self._suffix) - 1
@@ -288,18 +338,23 @@ class MLMHead:
                 right = right[:-1]
         return self._prefix + left + [self.mask_id] + right + self._suffix
 
-    def logits(self, batch: dict) -> torch.Tensor:
-        input_ids = batch["input_ids"]
-        inputs = self.delta.prepare_inputs({"input_ids": input_ids, "attention_mask": batch["attention_mask"]})
-        hidden = self.backbone.model(**inputs).last_hidden_state[:, -input_ids.shape[1]:]  # drop soft-prompt slots
+    def row_outputs(self, out, input_ids: torch.Tensor) -> torch.Tensor:
+        """The vocabulary's logits at each row's mask."""
+        hidden = out.last_hidden_state[:, -input_ids.shape[1]:]  # drop soft-prompt slots
         at_mask = (input_ids == self.mask_id).int()
         if not bool(at_mask.any(-1).all()):
             raise ValueError("a row has no mask token: encode rows with MLMHead.encode_rows first")
-        masked = hidden[torch.arange(len(input_ids), device=hidden.device), at_mask.argmax(-1)]
-        return self.module(masked)[:, self.word_ids.to(hidden.device)]
+        return self.module(hidden[torch.arange(len(input_ids), device=hidden.device), at_mask.argmax(-1)])
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        logits = self.logits(batch).float()
+    def _words(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        return vocabulary[:, self.word_ids.to(vocabulary.device)]
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """(rows, label words): the label words' logits at the mask."""
+        return self._words(self.outputs(batch))
+
+    def loss_from(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits = self._words(outputs).float()
         if self.regression:  # LM-BFF: the target as a distribution over (low, high)
             low, high = self.range
             share = ((batch["score"].float() - low) / (high - low)).clamp(0, 1)
@@ -314,6 +369,34 @@ class MLMHead:
             low, high = self.range
             return [f"{low + (high - low) * p:.6g}" for p in logits.softmax(-1)[:, 1].tolist()]
         return [self.verbalizers[i] for i in logits.argmax(-1).tolist()]
+
+
+class SentinelHead(MLMHead):
+    """The masked-LM heads on a seq2seq backbone (T5): the mask is the sentinel ``<extra_id_0>`` in the
+    encoder's input, and a label word is scored as the decoder's first token after it.
+
+    The survey states no T5 form for Table 6's templates; this follows the notes' recommendation
+    (A19): the template's [MASK] becomes ``<extra_id_0>``, the target is ``<extra_id_0> {label word}``,
+    and classification compares the label words' likelihoods (rank classification) instead of
+    free generation. Without a template the input is ``x <extra_id_0>``. The decoder reads
+    ``<start> <extra_id_0>`` and the LM head's logits at the sentinel's position are the words'
+    scores, the seq2seq counterpart of the encoder's masked-LM head at [MASK]. As there, a word of
+    several tokens is scored by its first (:func:`label_word_ids`).
+    """
+
+    @staticmethod
+    def _word_scorer(backbone: Backbone) -> None:
+        return None  # the seq2seq model's own LM head scores the decoder's next token
+
+    def forward_kwargs(self, rows: int, device: torch.device) -> dict:
+        start = self.backbone.model.config.decoder_start_token_id
+        return {"decoder_input_ids": torch.tensor([[start, self.mask_id]], device=device).expand(rows, 2)}
+
+    def _encode_bare(self, row: dict) -> list[int]:
+        return self._around_mask(row["input"], "")
+
+    def row_outputs(self, out, input_ids: torch.Tensor) -> torch.Tensor:
+        return out.logits[:, -1]
 
 
 def task_head(backbone: Backbone, delta: Delta, data, head: str = "label"):
@@ -342,9 +425,25 @@ def training_loss(delta: Delta, head, theta: torch.Tensor, batch: dict) -> torch
     return loss if penalty is None else loss + penalty
 
 
-#: ``--head`` values: the parameter-free default of the backbone's kind, the trainable classifier,
-#: or the pretrained masked-LM head over label words (without or with the task's manual template).
-HEADS = ("label", "classifier", *MLM_HEADS, "likelihood")
+#: ``--head`` values and the backbone kinds each runs on: the parameter-free default of the
+#: backbone's kind, the trainable classifier, the pretrained masked-LM head over label words
+#: (without or with the task's manual template; on T5 through the sentinel), or a decoder's
+#: verbalizer likelihoods.
+HEAD_KINDS = {"label": (ENCODER, SEQ2SEQ, DECODER), "classifier": (ENCODER,), "mlm": (ENCODER, SEQ2SEQ),
+              "mlm-template": (ENCODER, SEQ2SEQ), "likelihood": (DECODER,)}
+HEADS = tuple(HEAD_KINDS)
+
+
+def head_kind_problem(head: str, backbone: str, kind: str) -> str | None:
+    """Why ``head`` cannot run on backbone ``backbone`` of kind ``kind``, or None (preflight asks
+    before any job runs; :func:`make_head` when a run starts)."""
+    if head not in HEAD_KINDS:
+        return f"unknown head {head!r}; valid heads: {', '.join(HEADS)}"
+    if kind in HEAD_KINDS[head]:
+        return None
+    fits = [h for h, kinds in HEAD_KINDS.items() if kind in kinds]
+    return (f"--head {head} runs on {' and '.join(HEAD_KINDS[head])} backbones; {backbone!r} is {kind} "
+            f"(its heads: {', '.join(fits)})")
 
 
 def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = None, *, head: str = "label",
@@ -352,19 +451,17 @@ def make_head(backbone: Backbone, delta: Delta, verbalizers: list[str] | None = 
     """The task head. ``head="label"``: generation on seq2seq backbones, the parameter-free label
     head on encoders (which need the task's verbalizers). ``head="classifier"``: the trainable
     head of the ``classifier`` component (encoders only). ``mlm`` / ``mlm-template``: the
-    pretrained masked-LM head over label words (encoders loaded with ``mlm_head=True``; ``kwargs``
-    give the task's ``prompt`` and ``max_length``, see :func:`task_head`)."""
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEADS)}")
+    pretrained masked-LM head over label words (encoders loaded with ``mlm_head=True``), or on
+    seq2seq backbones the LM's words after the sentinel (:class:`SentinelHead`); ``kwargs`` give the
+    task's ``prompt`` and ``max_length``, see :func:`task_head`."""
+    problem = head_kind_problem(head, backbone.name, backbone.kind)
+    if problem:
+        raise ValueError(problem)
     if head == "likelihood":
-        if backbone.kind != DECODER:
-            raise ValueError(f"--head likelihood is for decoder-only backbones; {backbone.name!r} is {backbone.kind}")
         return LikelihoodHead(backbone, delta, verbalizers)
-    if head != "label" and backbone.kind != ENCODER:
-        raise ValueError(f"--head {head} is for encoder backbones; {backbone.name!r} is {backbone.kind} and "
-                         "generates its labels as text (use the default --head label)")
     if head in MLM_HEADS:
-        return MLMHead(backbone, delta, verbalizers, regression, template=head == "mlm-template", **kwargs)
+        kind = SentinelHead if backbone.kind == SEQ2SEQ else MLMHead
+        return kind(backbone, delta, verbalizers, regression, template=head == "mlm-template", **kwargs)
     if head == "classifier":
         return ClassifierHead(backbone, delta, verbalizers, regression, **kwargs)
     from .deltas.classifier import MODULE

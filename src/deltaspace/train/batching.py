@@ -65,8 +65,10 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
             regression: bool = False) -> dict[str, torch.Tensor]:
     """Pad to the longest row of the batch (dynamic padding); targets pad with -100.
 
-    ``regression`` adds ``score``, the float value of each row's ``target`` text, for encoder
-    heads that regress (seq2seq backbones generate the number as text instead)."""
+    Seq2seq batches carry the target ids (``labels``) and, as encoder batches do, the class index
+    (``label``), which the sentinel heads read. ``regression`` adds ``score``, the float value of
+    each row's ``target`` text, for the heads that regress on it (the label head generates the
+    number as text instead)."""
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -83,10 +85,12 @@ def collate(rows: list[dict], pad_id: int, kind: str, task_index: int | None = N
         for i, r in enumerate(rows):
             labels[i, :len(r["target_ids"])] = torch.tensor(list(r["target_ids"]), dtype=torch.long)
         batch["labels"] = labels
+        if all("label" in r for r in rows):  # prepared rows have it; the sentinel heads read it
+            batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
     else:
         batch["label"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
-        if regression:
-            batch["score"] = torch.as_tensor([target_value(r) for r in rows], dtype=torch.float32)
+    if regression:
+        batch["score"] = torch.as_tensor([target_value(r) for r in rows], dtype=torch.float32)
     if task_index is not None:
         batch["task_index"] = torch.full((len(rows),), task_index, dtype=torch.long)
     return batch

@@ -255,7 +255,7 @@ def _encode(binding: GroupedBinding, groups: list[dict], pad_id: int, **extra):
 
 def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor], batches: list[dict]) -> list:
     """Each run's task loss (plus its method's penalty) from one forward over all runs' rows."""
-    from ..heads import CausalLMHead, ClassifierHead, LabelHead, MLMHead, Seq2SeqHead
+    from ..heads import CausalLMHead, LabelHead, RowHead, Seq2SeqHead
 
     delta = binding.delta
     backbone = delta.backbone
@@ -285,33 +285,15 @@ def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor
             labels, rows = pooled[start:start + v], pooled[start + v:start + v + n]
             losses.append(nn.functional.cross_entropy(rows @ labels.T / h.temperature, b["label"]))
             start += v + n
-    elif kind in (ClassifierHead, MLMHead):
-        with binding.active(thetas, [len(b["input_ids"]) for b in batches]):
-            out, ids, _, width = _encode(binding, batches, pad_id)
-            hidden = out.last_hidden_state[:, -width:]
-            if kind is ClassifierHead:
-                logits = heads[0].module(hidden[:, 0])
-            else:
-                h0 = heads[0]
-                at_mask = (ids == h0.mask_id).int()
-                masked = hidden[torch.arange(len(ids), device=hidden.device), at_mask.argmax(-1)]
-                vocab = h0.module(masked)
+    elif issubclass(kind, RowHead):  # one output row per input row: the classifier, the masked-LM heads
+        sizes = [len(b["input_ids"]) for b in batches]
+        extra = heads[0].forward_kwargs(sum(sizes), batches[0]["input_ids"].device)
+        with binding.active(thetas, sizes):
+            out, ids, _, _ = _encode(binding, batches, pad_id, **extra)
+            outputs = heads[0].row_outputs(out, ids)  # inside: a classifier or BitFit's head biases are θ
         start = 0
-        for h, b in zip(heads, batches):
-            n = len(b["input_ids"])
-            if kind is ClassifierHead:
-                lg = logits[start:start + n].float()
-                losses.append(nn.functional.mse_loss(lg.squeeze(-1), b["score"].float()) if h.regression
-                              else nn.functional.cross_entropy(lg, b["label"]))
-            else:
-                lg = vocab[start:start + n][:, h.word_ids.to(vocab.device)].float()
-                if h.regression:
-                    low, high = h.range
-                    share = ((b["score"].float() - low) / (high - low)).clamp(0, 1)
-                    logp = nn.functional.log_softmax(lg, dim=-1)
-                    losses.append(-(share * logp[:, 1] + (1 - share) * logp[:, 0]).mean())
-                else:
-                    losses.append(nn.functional.cross_entropy(lg, b["label"]))
+        for h, b, n in zip(heads, batches, sizes):
+            losses.append(h.loss_from(outputs[start:start + n], b))
             start += n
     elif kind is Seq2SeqHead:
         twidth = max(b["labels"].shape[1] for b in batches)
@@ -576,16 +558,17 @@ def _stage0_kwargs(a) -> dict:
 
 def _shared_backbone(backbone_name: str, seed: int, method: str, options: dict, head: str):
     """One backbone with ``method`` installed, as ``setup_stage0`` takes it (``shared=``)."""
-    from ..backbones import ENCODER, load_backbone
+    from ..backbones import load_backbone
     from ..deltas import build_delta
-    from ..heads import MLM_HEADS
+    from ..heads import MLM_HEADS, head_kind_problem
     from .stage0 import attention_for
 
     backbone = load_backbone(backbone_name, seed=seed, mlm_head=head in MLM_HEADS,
                              attn_implementation=attention_for(method))
     parameters = backbone.num_parameters  # before the delta adds any
-    if head == "classifier" and backbone.kind != ENCODER:
-        raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind}")
+    problem = head_kind_problem(head, backbone_name, backbone.kind)
+    if problem:
+        raise ValueError(problem)
     backbone.model.to(device())
     return backbone, build_delta(method, backbone, **options), parameters
 

@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..backbones import ENCODER, load_backbone
+from ..backbones import load_backbone
 from ..deltas import Delta, build_delta
 from ..deltas.combined import is_composite, split_name
-from ..heads import MLM_HEADS, encode_rows, task_head, training_loss
+from ..heads import MLM_HEADS, encode_rows, head_kind_problem, task_head, training_loss
 from ..io import write_json, write_parquet
 from ..options import record_value
 from ..provenance import provenance
@@ -303,9 +303,9 @@ def setup_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
         backbone = load_backbone(backbone_name, seed=cfg.seed, mlm_head=head in MLM_HEADS,
                                  attn_implementation=attention_for(method))
         backbone_parameters = backbone.num_parameters  # before the delta adds any
-        if head == "classifier" and backbone.kind != ENCODER:
-            raise ValueError(f"--head classifier is for encoder backbones; {backbone_name!r} is {backbone.kind} "
-                             "and generates its labels as text (use the default --head label)")
+        problem = head_kind_problem(head, backbone_name, backbone.kind)  # before the head's delta part is built
+        if problem:
+            raise ValueError(problem)
         backbone.model.to(device())
         delta = build_delta(method, backbone, **options)
     else:
