@@ -126,3 +126,35 @@ def test_runtime_estimate_scales_with_steps_and_batch():
     evals = -(-loop["steps"] // loop["eval_every"]) * pf.DEV_ROWS * 2 * shape["params"] * s_in
     assert est.flops == pytest.approx(train + evals)
     assert est.steps == loop["steps"]
+
+
+@pytest.mark.parametrize("head, backbone, message", [
+    # the qs tasks have no manual template (registry `prompt`)
+    ("mlm-template", "minilm", "--head mlm-template reads the task's manual template"),
+    ("likelihood", "minilm", "--head likelihood runs on decoder backbones; 'minilm' is encoder"),
+    ("classifier", "t5-lm-base", "--head classifier runs on encoder backbones; 't5-lm-base' is seq2seq"),
+    ("mlm", "smollm2-135m", "--head mlm runs on encoder and seq2seq backbones"),
+])
+def test_a_head_that_cannot_run_on_its_backbone_or_task_fails(tmp_path, head, backbone, message):
+    def edit(c):
+        c["backbone"] = backbone
+        c["stage0"]["head"] = head
+
+    report = pf.preflight(smoke(tmp_path, edit), REPO)
+    lines = [p for p in report.problems if p.startswith("stage0.head: task qs-tweet-sentiment on ")
+             and "(method lora-cls)" not in p]  # the instance with its own head (classifier)
+    assert lines and all(message in p for p in lines), report.problems
+    # one line per (head, backbone, task), not one per run
+    assert len(lines) == len(set(lines)) == 1, lines
+
+
+def test_the_t5_template_head_passes_on_a_task_with_a_prompt(tmp_path):
+    def edit(c):
+        c["backbone"] = "tiny-t5"
+        c["stage0"]["head"] = "mlm-template"
+        c["stage0"]["tasks"] = ["glue-sst2"]
+
+    report = pf.preflight(smoke(tmp_path, edit), REPO)
+    assert not [p for p in report.problems if p.startswith("stage0.head: task glue-sst2 ")], report.problems
+    # the instances that keep their own quickstart tasks, which have no template, are still named
+    assert any(p.startswith("stage0.head: task qs-tweet-sentiment on tiny-t5") for p in report.problems)

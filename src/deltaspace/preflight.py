@@ -140,6 +140,7 @@ class Checker:
         self.setting = plan.data.get("setting", "fewshot")
         self._seen_tasks: set[str] = set()
         self._seen_backbones: dict[str, str | None] = {}
+        self._seen_heads: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ data and backbones
 
@@ -151,7 +152,40 @@ class Checker:
         if job.rule == "prepare" and job.wildcards.task not in self._seen_tasks:
             self._seen_tasks.add(job.wildcards.task)
             problems += self.task_problems(job.wildcards.task)
+        for run in job.members or [job]:
+            if run.rule == "train_delta":
+                problems += self.head_problems(run.wildcards)
         return problems
+
+    def head_problems(self, wc) -> list[str]:
+        """A stage-0 run's head must suit its backbone's kind and its task: a template head needs
+        the task's prompt, a regression on an encoder a head with a trainable or word-pair output."""
+        from deltaspace.backbones import ENCODER, backbone_spec
+        from deltaspace.data.registry import CLASSIFICATION, REGRESSION
+        from deltaspace.heads import MLM_HEADS, head_kind_problem
+
+        head = self.plan.stage0_head(wc.task, wc.method)
+        key = (head, wc.backbone, wc.task)
+        if key in self._seen_heads:
+            return []
+        self._seen_heads.add(key)
+        name = self.registry_backbone(wc.backbone)
+        try:
+            kind = backbone_spec(name).kind
+        except (ValueError, OSError):
+            return []  # backbone_problems names it
+        task = self.registry.get(wc.task)
+        where = f"stage0.head: task {wc.task} on {name} (method {wc.method})"
+        problem = head_kind_problem(head, name, kind)
+        if problem is None and head == "mlm-template" and task.prompt is None:
+            problem = (f"--head mlm-template reads the task's manual template, and {task.defined_in} gives it no "
+                       "`prompt` (fix: head mlm, or a prompt entry)")
+        elif problem is None and head in MLM_HEADS and task.kind == REGRESSION and not (task.prompt and task.prompt.range):
+            problem = "a regression on the masked-LM heads needs a prompt with `low`/`high` label words and a `range`"
+        elif problem is None and kind == ENCODER and head == "label" and task.kind != CLASSIFICATION:
+            problem = (f"the label head of an encoder classifies, and the task is a {task.kind} task (fix: head "
+                       "classifier or mlm for a regression, or a seq2seq backbone)")
+        return [f"{where}: {problem}"] if problem else []
 
     def backbone_problems(self, key: str) -> list[str]:
         if key not in self._seen_backbones:
@@ -261,6 +295,8 @@ class Checker:
             return Estimate(host_gb=HOST_OVERHEAD_GB)
         if rule in BY_FUSED_RULE:
             return self._fused(job)
+        if rule == "fit_subspace" and plan.settings[wc.setting]["mode"] == "random":
+            return Estimate(host_gb=HOST_OVERHEAD_GB)  # IPT's random baselines fit nothing: shapes, a seed
         key = wc.get("backbone", plan.backbone)
         shape = self.backbone_shape(key)
         if rule == "convert_backbone":  # the dequantized model and its clean copy, both in float32
