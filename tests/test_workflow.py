@@ -142,9 +142,12 @@ EXPECTED = {
     },
     "config/paper/ipt-figure4.yaml": {
         "prepare": 100 + 20,                 # the group's training tasks (read by the fit) + the test tasks
-        "train_delta": 20 * 2 * 4 * 3,       # test tasks x (PT, FT) x 4 lrs x 3 batch sizes (ipt-random's runs)
-        "fit_subspace": 7,                   # d_I in {5, 10, 50, 100, 250, 1000, 2000}: the random decoder
-        "optimize_subspace": 7 * 20 * 12,    # d_I x test tasks x the PT grid
+        "train_delta": 120 * 2 * 4 * 3,      # tasks x (PT, FT) x 4 lrs x 3 batch sizes (ipt-random's runs)
+        "fit_subspace": 2 + 7 * 3,           # MSF at d_I 1000, 2000 + d_I in {5, ..., 2000} x (IPT(Adapter)'s fit,
+                                             # the random decoder, the random Fastfood subspace)
+        "optimize_subspace": 20 * (2 * 12 + 7 * (12 + 12 + 1)),  # test tasks x (IPT(Prompt) at 2 d_I x the PT
+                                             # grid + 7 d_I x (the grid for IPT(Adapter) and Random_prompt,
+                                             # Random_all-param's one point))
         "results_index": 1,
         "tables": 1,
         "report": 1,
@@ -189,9 +192,9 @@ EXPECTED = {
     },
     "config/paper/survey-combination-t5.yaml": {
         "prepare": 8,
-        "train_delta": 8 * 7 * 4 * 3,
+        "train_delta": 8 * 7 * 2 * 4 * 3,    # tasks x 7 patterns x 2 templates (none, manual) x 4 lrs x 3 seeds
         "results_index": 1,
-        "tables": 2,                         # survey-table6a and its tunable-parameters row
+        "tables": 3,                         # survey-table6a, survey-table6b and the tunable-parameters row
         "report": 1,
         "all": 1,
     },
@@ -535,7 +538,8 @@ def test_resample_per_seed_gives_each_training_seed_its_own_split():
 
 
 @pytest.mark.parametrize("configfile", ["config/paper/survey-combination-full.yaml",
-                                        "config/paper/survey-combination-fewshot.yaml"])
+                                        "config/paper/survey-combination-fewshot.yaml",
+                                        "config/paper/survey-combination-t5.yaml"])
 def test_combination_manual_instances_are_twins_of_the_template_free_runs(configfile):
     """Each manual-X instance runs X's delta with X's options and stage-0 block, only with the
     template head, and records X's method name and template=manual (what Tables 5b/5d/7b match)."""
