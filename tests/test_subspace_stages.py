@@ -152,6 +152,39 @@ def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
         assert (row.stage, row.subset, row.d_intrinsic) == ("ist", "test", 3)
 
 
+def test_random_all_param_is_ist_in_an_untrained_fastfood_subspace_of_every_weight(tmp_path, capsys):
+    """IPT Figure 4's Random_all-param (Aghajanyan et al.): θ = θ0 + Fastfood(I) over every backbone
+    weight, nothing fitted; IST trains I alone."""
+    from deltaspace.subspace.fastfood import FastfoodProjection
+    from deltaspace.subspace.runtime import build_runtimes
+    from deltaspace.subspace.store import attach_theta0
+
+    unseen = write_prepared(tmp_path / "du", "tiny-bert", task="toy-unseen", shift=3)
+    fits = [tmp_path / f"random-all{i}" for i in range(2)]
+    for out in fits:
+        assert main(["fit-subspace", "--mode", "random", "--backbone", "tiny-bert", "--methods", "finetune",
+                     "--y", "3", "--lr", "0", "--out", str(out), *LOOP]) == 0
+    decoders, meta = load_subspace(fits[0])
+    assert meta["mode"] == "random" and meta["decoders"]["finetune"]["kind"] == "fastfood"
+    assert (fits[0] / "subspace.safetensors").read_bytes() == (fits[1] / "subspace.safetensors").read_bytes()
+    runtimes = build_runtimes("tiny-bert", ["finetune"], {}, 0)
+    attach_theta0(decoders, runtimes)
+    decoder, theta0 = decoders["finetune"], runtimes["finetune"].delta.init(0)
+    assert isinstance(decoder, FastfoodProjection) and not any(p.requires_grad for p in decoder.parameters())
+    assert torch.equal(decoder(torch.zeros(3)), theta0)
+    assert (decoder(torch.ones(3)) != theta0).float().mean() > 0.99  # a direction through every weight
+    out = tmp_path / "ist"
+    assert main(["optimize-subspace", "--subspace", str(fits[0]), "--method", "finetune", "--data", str(unseen),
+                 "--subset", "test", "--lr", "0.1", "--steps", "4", "--eval-every", "2", "--optimizer", "adamw",
+                 "--out", str(out), *LOOP]) == 0
+    rows = pd.read_parquet(out / "result.parquet")
+    assert rows[["stage", "target_method", "d_intrinsic"]].values.tolist() == [["ist", "finetune", 3]]
+    # the random mode builds the prompt's or every weight's subspace, nothing else
+    assert main(["fit-subspace", "--mode", "random", "--backbone", "tiny-bert", "--methods", "adapter",
+                 "--y", "3", "--lr", "0", "--out", str(tmp_path / "bad"), *LOOP]) == 2
+    assert "--methods prompt or finetune, not 'adapter'" in capsys.readouterr().err
+
+
 def test_finetuning_joins_the_shared_subspace_through_fastfood(pipeline, tmp_path):
     """unified-dt §2.6: fine-tuning's decoder is θ0 + Fastfood(I), never a dense y × |θ| map."""
     from deltaspace.subspace.fastfood import FastfoodProjection

@@ -7,7 +7,7 @@ from ..options import non_negative_float, positive_float, positive_int
 from ..train.commands import add_loop_arguments, loop_config
 from ..train.loop import Preempted
 from .runtime import DEFAULT_PER_TASK_CAP, TASK_MIXES
-from .stages import MODES, PROMPT_MODES
+from .stages import IPT_MODES, MODES
 
 
 def _preemptible(command: str, run) -> int:
@@ -30,8 +30,9 @@ def _fit(args) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; valid methods: {', '.join(METHODS)}")
-    if args.mode in PROMPT_MODES and methods != ["prompt"]:
-        raise ValueError(f"--mode {args.mode} builds IPT's prompt subspace: use --methods prompt")
+    if args.mode in IPT_MODES and (len(methods) != 1 or methods[0] not in IPT_MODES[args.mode]):
+        raise ValueError(f"--mode {args.mode} builds IPT's subspace of one method: --methods "
+                         f"{' or '.join(IPT_MODES[args.mode])}, not {args.methods!r}")
     return _preemptible("fit-subspace", lambda: fit_subspace(
         args.mode, args.backbone, methods, parse_method_sets(args.set, methods), args.y, args.train_data,
         args.stage0 or [], loop_config(args), args.out, recon_weight=args.recon_weight, lr_vector=args.lr_vector,
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("fit-subspace", help="stage 1: fit a subspace shared by delta methods")
     p.add_argument("--mode", choices=MODES, required=True,
                    help="joint decomposition, shared-vector (simplified) pipeline, IPT's MSF, or IPT's "
-                   "random prompt subspace (no training)")
+                   "random subspace of the prompt (Random_prompt) or of every weight (Random_all-param, "
+                   "--methods finetune), which train nothing")
     p.add_argument("--backbone", required=True)
     p.add_argument("--methods", required=True, help="comma-separated, e.g. adapter,prefix,lora")
     p.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="method option, e.g. lora.r=8")

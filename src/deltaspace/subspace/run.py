@@ -15,8 +15,9 @@ from ..train.batching import BatchStream, TaskData, load_task_data, split_rows
 from ..train.loop import LoopConfig, run_loop
 from ..train.stage0 import check_backbone_matches, load_theta
 from .runtime import DEFAULT_PER_TASK_CAP, best_stage0, build_runtimes, default_task_mix, task_streams
+from .fastfood import FastfoodProjection
 from .projectors import RandomPromptSubspace
-from .stages import PROMPT_MODES, FitObjective, IntrinsicObjective
+from .stages import IPT_MODES, FitObjective, IntrinsicObjective
 from .store import attach_theta0, load_subspace, save_subspace, save_vectors
 
 
@@ -40,7 +41,7 @@ def fit_subspace(mode: str, backbone: str, methods: list[str], options: dict[str
     """
     started, out = time.perf_counter(), Path(out)
     if mode == "random":
-        return random_prompt_subspace(backbone, options, y, cfg.seed, out)
+        return random_subspace(backbone, methods, options, y, cfg.seed, out)
     if test_data and mode != "msf":
         raise ValueError(f"fit-subspace --test-data reconstructs unseen tasks' prompts: --mode msf only, not {mode}")
     if not train_data:
@@ -114,16 +115,25 @@ def reconstructed_scores(objective: FitObjective, tasks: list, solutions: dict) 
     return out
 
 
-def random_prompt_subspace(backbone: str, options: dict[str, dict], y: int, seed: int, out: Path) -> pd.DataFrame:
-    """IPT's Random_prompt baseline (ipt notes §1.6): MSF's decoder at its random init, untrained."""
+def random_subspace(backbone: str, methods: list[str], options: dict[str, dict], y: int, seed: int,
+                    out: Path) -> pd.DataFrame:
+    """IPT's random-subspace baselines (ipt notes §1.6), which train nothing: Random_prompt is MSF's
+    decoder at its random init; Random_all-param (``finetune``) is Aghajanyan et al.'s θ0 + Fastfood(I)
+    over every backbone weight, each tensor its own transform, G random and frozen. The Fastfood
+    decoder stores its seed and shapes only; θ0 joins it when a later stage loads the backbone."""
     from ..backbones import load_backbone
     from ..deltas import build_delta
 
-    delta = build_delta("prompt", load_backbone(backbone, config_only=True), **options.get("prompt", {}))
-    n, d = delta.manifest[0].shape
-    config = {"mode": "random", "backbone": backbone, "methods": ["prompt"], "options": {"prompt": delta.options},
+    (method,) = methods
+    delta = build_delta(method, load_backbone(backbone, config_only=True), **options.get(method, {}))
+    if method == "prompt":
+        n, d = delta.manifest[0].shape
+        decoder = RandomPromptSubspace(n, d, y, seed=seed)
+    else:
+        decoder = FastfoodProjection(y, [slot.shape for slot in delta.manifest], seed=seed, trainable_G=False)
+    config = {"mode": "random", "backbone": backbone, "methods": [method], "options": {method: delta.options},
               "y": y, "seed": seed}
-    save_subspace(out, {"prompt": RandomPromptSubspace(n, d, y, seed=seed)}, config)
+    save_subspace(out, {method: decoder}, config)
     result = pd.DataFrame(columns=["experiment", "stage", "task", "method", "dev_metric", "test_metric"])
     write_parquet(result, out / "result.parquet")
     return result
@@ -201,7 +211,7 @@ def finish_optimize(s: OptimizeSetup, outcome, keep_checkpoint: bool = False) ->
     config = {"subspace": meta, "method": s.method, "task": task.name, "loop": asdict(cfg),
               "data_sha256": task.manifest.get("content_sha256")}
     rows, vectors = [], {}
-    ipt = meta["mode"] in PROMPT_MODES
+    ipt = meta["mode"] in IPT_MODES
     for target, (dev, step, vector) in objective.best.items():
         vectors[target] = vector
         stage = ("ist" if ipt else "optimize") if target == s.method else "transfer"
