@@ -207,3 +207,29 @@ def test_fine_tuning_through_fastfood_is_never_fused():
     runs = [wc for wc in plan.optimize_wildcards() if wc.method == "finetune"]
     assert runs and not any(fusable(plan, OPTIMIZE, wc) for wc in runs)
     assert all(fusable(plan, OPTIMIZE, wc) for wc in plan.optimize_wildcards() if wc.method != "finetune")
+
+
+@pytest.mark.parametrize("edit, key, message", [
+    (lambda s: s.update(setting="randm"), "init_from_ist.setting", "no setting 'randm'"),
+    (lambda s: s.update(y=7), "init_from_ist.y", r"optimizes at d_I \[10\], not 7"),
+    (lambda s: s.update(subset="tset"), "init_from_ist.subset", "has no subset 'tset'"),
+])
+def test_a_two_stage_run_names_an_ist_it_can_start_from(edit, key, message):
+    """stage0 `init_from_ist` (IPT §4.3): a setting, d_I and subset that exist, checked when planning."""
+    config = yaml.safe_load((REPO / "config/paper/opt-in/ipt-stability.yaml").read_text())
+    edit(config["stage0"]["methods"]["pt-from-ist"]["init_from_ist"])
+    with pytest.raises(ConfigError, match=message) as err:
+        Plan(config, REPO)
+    assert key in str(err.value)
+
+
+def test_a_two_stage_run_reads_the_ist_runs_of_its_task_and_seed():
+    config = yaml.safe_load((REPO / "config/paper/opt-in/ipt-stability.yaml").read_text())
+    jobs = [j for j in Plan(config, REPO).jobs() if j.rule == "train_delta" and j.wildcards.method == "pt-from-ist"]
+    assert len(jobs) == 20 * 12 * 10  # T_test x PT's grid x 10 seeds
+    job = next(j for j in jobs if j.wildcards.run == "lr1e-05_bs2_seed3")
+    ist = [f for f in job.input.init_from_ist]
+    assert len(ist) == 12 and all(f"/optimize/random/y10/test/{job.wildcards.task}/prompt/" in f and "_seed3/" in f
+                                  for f in ist)
+    assert "--init-from-ist " in job.command and "--ist-subspace results/ipt-stability/subspace/random/all/y10/" \
+        in job.command

@@ -117,7 +117,7 @@ def test_joint_mode_without_stage0_fails_naming_what_is_missing(pipeline, tmp_pa
     assert "missing: [('toy-0', 'adapter')]" in capsys.readouterr().err
 
 
-def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
+def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path, capsys):
     """IPT on a tiny encoder: prompt tuning → MSF auto-encoder → IST; and IST in a random subspace."""
     train = [write_prepared(tmp_path / f"d{i}", "tiny-bert", task=f"toy-{i}", shift=i) for i in range(2)]
     unseen = write_prepared(tmp_path / "du", "tiny-bert", task="toy-unseen", shift=3)
@@ -150,6 +150,25 @@ def test_ipt_msf_then_ist_and_the_random_baseline(tmp_path):
                      "--out", str(out), *LOOP]) == 0
         row = pd.read_parquet(out / "result.parquet").iloc[0]
         assert (row.stage, row.subset, row.d_intrinsic) == ("ist", "test", 3)
+    # two-stage PT (ipt notes §1.4): θ starts at Proj_b(V*) of the dev-best IST run, and every entry trains
+    ist = [tmp_path / "ist-msf"]
+    vector = load_file(str(ist[0] / "intrinsic.safetensors"))["prompt"]
+    decoded = load_subspace(msf)[0]["prompt"](vector).detach()
+    for steps in (0, 4):
+        out = tmp_path / f"pt-from-ist-{steps}"
+        assert main(["train", "--data", str(unseen), "--method", "prompt", "--set", "n=4", "--backbone", "tiny-bert",
+                     "--lr", "0.3", "--steps", str(steps), "--eval-every", "2", "--out", str(out),
+                     "--init-from-ist", *map(str, ist), "--ist-subspace", str(msf), *LOOP]) == 0
+        theta = load_file(str(out / "theta.safetensors"))["theta"]
+        row = pd.read_parquet(out / "result.parquet").iloc[0]
+        assert row.init_from == str(ist[0])
+        if steps == 0:
+            assert torch.allclose(theta, decoded)
+        else:
+            assert (theta != decoded).float().mean() > 0.5  # nothing frozen
+    assert main(["train", "--data", str(unseen), "--method", "prompt", "--backbone", "tiny-bert", "--lr", "0.3",
+                 "--out", str(tmp_path / "x"), "--init-from-ist", str(ist[0]), *LOOP]) == 2
+    assert "--init-from-ist (the IST runs) and --ist-subspace" in capsys.readouterr().err
 
 
 def test_random_all_param_is_ist_in_an_untrained_fastfood_subspace_of_every_weight(tmp_path, capsys):

@@ -155,11 +155,12 @@ EXPECTED = {
     },
     "config/paper/opt-in/ipt-stability.yaml": {
         "prepare": 120,
-        "train_delta": 120 * 2 * 4 * 3 * 10,  # tasks x (PT, FT) x 4 lrs x 3 batch sizes x 10 seeds
+        "train_delta": 120 * 2 * 4 * 3 * 10  # tasks x (PT, FT) x 4 lrs x 3 batch sizes x 10 seeds
+                       + 20 * 4 * 3 * 10,    # + PT from IST on T_test, the same grid and seeds
         "fit_subspace": 1,                   # d_I = 10
         "optimize_subspace": (100 + 20) * 12 * 10,  # (train-same + test) x the PT grid x 10 seeds
         "results_index": 1,
-        "tables": 1,
+        "tables": 3,                         # ipt-table2, ipt-pt-from-ist, ipt-pt-from-ist-rel
         "report": 1,
         "all": 1,
     },

@@ -286,6 +286,7 @@ class Plan:
         self._methods()
         self._stage0()
         self._settings()
+        self._ist_starts()
         self.stage0_pairs: dict[str, list[str]] = {}  # task -> stage-0 methods, both in first-mention order
         self._stage0_pairs()
         self._landscapes()
@@ -421,6 +422,7 @@ class Plan:
                               over.get("backbones") or s0.get("backbones") or [config["backbone"]]],
                 "head": over.get("head"),
                 "init_from": over.get("init_from"),
+                "init_from_ist": over.get("init_from_ist"),
             }
         for m, spec in self.stage0.items():
             src = spec["init_from"]
@@ -479,6 +481,47 @@ class Plan:
                 "optimize": {**opt, "runs": run_ids(opt["grid"], opt["seeds"])},
             }
 
+    def _ist_starts(self) -> None:
+        """Stage-0 methods that start θ at an IST solution (IPT's two-stage PT): their setting, d_I and
+        subset must exist, and the setting must optimize their delta method."""
+        for m, spec in self.stage0.items():
+            start = spec["init_from_ist"]
+            if start is None:
+                continue
+            p = f"stage0.methods.{m}.init_from_ist"
+            if spec["init_from"] is not None:
+                raise ConfigError(p, "init_from and init_from_ist both start θ: give one")
+            s = self.settings.get(start["setting"])
+            if s is None:
+                raise ConfigError(f"{p}.setting", f"no setting {start['setting']!r}; settings: "
+                                                  f"{', '.join(self.settings) or '(none)'}{suggest(start['setting'], self.settings)}")
+            if start["y"] not in s["ys"]:
+                raise ConfigError(f"{p}.y", f"setting {start['setting']!r} optimizes at d_I {s['ys']}, not {start['y']}")
+            sources = [o for o in s["optimize"]["methods"] if self.method_of.get(o, o) == self.method_of.get(m, m)]
+            if not sources:
+                raise ConfigError(p, f"setting {start['setting']!r} optimizes {s['optimize']['methods']}, none of them "
+                                     f"{self.method_of.get(m, m)!r}, the method {m!r} trains")
+            tasks = [t for (sub, t) in s["where"] if sub == start["subset"]]
+            if not tasks:
+                subsets = sorted({sub for sub, _ in s["where"]})
+                raise ConfigError(f"{p}.subset", f"setting {start['setting']!r} has no subset {start['subset']!r}; "
+                                                 f"subsets: {', '.join(subsets)}{suggest(start['subset'], subsets)}")
+            spec["init_from_ist"] = {**start, "method": sources[0], "tasks": tasks}
+
+    def ist_start_inputs(self, m: str, task: str, seed: int) -> dict:
+        """The subspace and the IST runs (on ``task``, at training seed ``seed``) a run of ``m`` starts from."""
+        start = self.stage0[m]["init_from_ist"]
+        s, p = self.settings[start["setting"]], f"stage0.methods.{m}.init_from_ist"
+        if (start["subset"], task) not in s["where"]:
+            raise ConfigError(p, f"task {task!r} is not optimized in subset {start['subset']!r} of setting "
+                                 f"{start['setting']!r}, so it has no IST solution to start from")
+        runs = [f"{self.optimize_dir(start['setting'], start['y'], start['subset'], task, start['method'], run)}"
+                f"/result.parquet" for run in s["optimize"]["runs"] if parse_run(run)[2] == seed]
+        if not runs:
+            raise ConfigError(p, f"setting {start['setting']!r} has no IST run at seed {seed}; give both the same seeds")
+        return {"ist_subspace": self.subspace_files(start["setting"], s["where"][start["subset"], task], start["y"]),
+                "init_from_ist": runs}
+
     def _group(self, spec: dict, gp: str) -> dict:
         train = self.resolve_tasks(spec["train"], f"{gp}.train")
         test = self.resolve_tasks(spec["test"], f"{gp}.test") if "test" in spec else []
@@ -524,6 +567,13 @@ class Plan:
         # on every stage0.tasks entry: e.g. the survey's sequential combinations run on SST-2 only.
         own_tasks = {m for m, over in self._s0_methods.items()
                      if isinstance((over or {}).get("tasks"), (list, str)) and (over or {}).get("tasks") != "all"}
+        # a run that starts from IST trains, unless told otherwise, on the tasks its IST subset optimizes
+        starts = {m: spec["init_from_ist"]["tasks"] for m, spec in self.stage0.items()
+                  if spec["init_from_ist"] is not None and m not in own_tasks}
+        own_tasks |= set(starts)
+        for m, tasks in starts.items():
+            for t in tasks:
+                self._want(t, [m])
         for t in self.stage0_extra_tasks:
             self._want(t, [m for m in self.stage0 if m not in own_tasks])
         for s in self.settings.values():
@@ -926,6 +976,8 @@ class Plan:
             if not inputs["init_from"]:
                 raise ConfigError(f"stage0.methods.{wc.method}.init_from", f"{source!r} has no run at seed {seed} "
                                                                            f"on {wc.task}; give both the same seeds")
+        if self.stage0[wc.method]["init_from_ist"] is not None:  # IPT's two-stage PT: the task's IST runs
+            inputs.update(self.ist_start_inputs(wc.method, wc.task, seed))
         return inputs
 
     def train_args(self, wc, input, output) -> str:
@@ -939,6 +991,8 @@ class Plan:
             args.append(f"--head {head}")
         if "init_from" in input.keys():
             args.append(f"--init-from {folders(input.init_from)}")
+        if "init_from_ist" in input.keys():
+            args.append(f"--init-from-ist {folders(input.init_from_ist)} --ist-subspace {folders(input.ist_subspace)}")
         if self.stage0_train_eval:
             args.append(f"--train-eval {self.stage0_train_eval}")
         return " ".join(a for a in args if a)

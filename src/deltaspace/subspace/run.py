@@ -252,6 +252,23 @@ def best_intrinsic(folders: list[str | Path]) -> dict[str, tuple[torch.Tensor, f
     return best
 
 
+def ist_solution(subspace: list[str | Path], runs: list[str | Path], method: str) -> tuple[torch.Tensor, Path]:
+    """θ = Proj_b(V*): ``method``'s intrinsic vector of the dev-best IST run among ``runs``, decoded by
+    the subspace they optimized in (the best fit of ``subspace``); IPT's two-stage prompt tuning
+    starts from it (ipt notes §1.4; A17: the dev-selected V, not the last)."""
+    from ..train.stage0 import best_run
+
+    chosen = best_run(runs, vector=True)
+    vectors = best_intrinsic([chosen])
+    if method not in vectors:
+        raise ValueError(f"--init-from-ist {chosen}: it optimized {sorted(vectors)}, not {method!r}")
+    decoders, meta = load_subspace(best_subspace(subspace))
+    if method not in decoders:
+        raise ValueError(f"--ist-subspace: its decoders are {sorted(decoders)}, not {method!r}")
+    with torch.no_grad():
+        return decoders[method](vectors[method][0]).detach(), chosen
+
+
 def landscape(subspace: str | Path | list, intrinsic: list[str], data_dir: str | Path, out: str | Path, *, lo: float,
               hi: float, step: float, split: str, max_examples: int | None, stage0: list[str], experiment: str,
               setting: str, seed: int = 42, eval_batch_size: int = 32, progress: bool = True) -> pd.DataFrame:

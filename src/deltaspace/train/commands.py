@@ -62,6 +62,14 @@ def method_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def init_ist(args) -> tuple[list, list] | None:
+    """``--init-from-ist`` with its ``--ist-subspace``: both or neither."""
+    if bool(args.init_from_ist) != bool(args.ist_subspace):
+        raise ValueError("--init-from-ist (the IST runs) and --ist-subspace (the subspace they optimized in) go "
+                         "together")
+    return (args.ist_subspace, args.init_from_ist) if args.init_from_ist else None
+
+
 def _run(args) -> int:
     from .stage0 import parse_records, train_stage0
 
@@ -74,7 +82,8 @@ def _run(args) -> int:
                               experiment=args.experiment, setting=args.setting,
                               eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
                               stop_after=args.stop_after_step, head=args.head, epochs=args.epochs,
-                              init_from=args.init_from, record=records, train_eval=args.train_eval)
+                              init_from=args.init_from, init_ist=init_ist(args), record=records,
+                              train_eval=args.train_eval)
     except Preempted as stop:
         print(f"deltaspace train: {stop}")
         return 143  # 128 + SIGTERM: the scheduler sees a preempted job and reruns it
@@ -115,6 +124,11 @@ def register(subparsers) -> None:
     g.add_argument("--init-from", nargs="+", metavar="RUN_DIR", default=None,
                    help="sequential combination: start from the run with the best dev_metric among these stage-0 "
                         "output folders, copying every θ slice whose name exists there and freezing it")
+    g.add_argument("--init-from-ist", nargs="+", metavar="RUN_DIR", default=None,
+                   help="IPT's two-stage prompt tuning: start θ at the intrinsic vector of the best-on-dev of these "
+                        "optimize-subspace runs, decoded by --ist-subspace's decoder; every entry trains")
+    g.add_argument("--ist-subspace", nargs="+", metavar="FIT_DIR", default=None,
+                   help="the fit-subspace folder(s) the --init-from-ist runs optimized in (the best on dev is used)")
     g.add_argument("--train-eval", type=int, default=None, metavar="N",
                    help="also score the selected checkpoint on a fixed random sample of at most N training "
                         "examples (train_metric: the survey's generalization gap, Table 7)")

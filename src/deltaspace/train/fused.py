@@ -550,10 +550,12 @@ def why_alone(method: str, cfg) -> str | None:
 
 
 def _stage0_kwargs(a) -> dict:
+    from .commands import init_ist
     from .stage0 import parse_records
 
     return dict(experiment=a.experiment, setting=a.setting, eval_batch_size=a.eval_batch_size, head=a.head,
-                epochs=a.epochs, init_from=a.init_from, record=parse_records(a.record), train_eval=a.train_eval)
+                epochs=a.epochs, init_from=a.init_from, init_ist=init_ist(a), record=parse_records(a.record),
+                train_eval=a.train_eval)
 
 
 def _shared_backbone(backbone_name: str, seed: int, method: str, options: dict, head: str):

@@ -3,7 +3,8 @@
 Beyond the plain run (docs/training.md): ``epochs`` turns an epoch budget into steps, ``head``
 picks the encoder head (``classifier`` appends the trainable head as a θ component),
 ``init_from`` starts a sequential-combination stage from the best of earlier runs with their
-slices frozen (survey Fig. 10), and ``record`` adds label columns to the result row.
+slices frozen (survey Fig. 10), ``init_ist`` starts θ at a decoded IST solution (IPT's two-stage
+prompt tuning), and ``record`` adds label columns to the result row.
 """
 
 from __future__ import annotations
@@ -146,22 +147,25 @@ def classifier_method(method: str, options: dict, labels: int) -> tuple[str, dic
     return full, {**options, key: labels}
 
 
-def best_run(folders: list[str | Path]) -> Path:
-    """The folder whose result.parquet has the highest ``dev_metric`` (the first one on ties)."""
+def best_run(folders: list[str | Path], vector: bool = False) -> Path:
+    """The folder whose result.parquet has the highest ``dev_metric`` (the first one on ties):
+    stage-0 runs (θ in theta.safetensors), or with ``vector`` optimize-subspace runs (intrinsic.safetensors)."""
     best, best_dev = None, -math.inf
+    flag, weights, command = (("--init-from-ist", "intrinsic.safetensors", "optimize-subspace") if vector
+                              else ("--init-from", "theta.safetensors", "train"))
     for folder in map(Path, folders):
         result = folder / "result.parquet"
-        if not result.exists() or not (folder / "theta.safetensors").exists():
-            raise FileNotFoundError(f"--init-from {folder}: no result.parquet and theta.safetensors there; it takes "
-                                    "the output folders of finished `deltaspace train` runs")
+        if not result.exists() or not (folder / weights).exists():
+            raise FileNotFoundError(f"{flag} {folder}: no result.parquet and {weights} there; it takes "
+                                    f"the output folders of finished `deltaspace {command}` runs")
         df = pd.read_parquet(result)
         if "dev_metric" not in df or df.empty:
-            raise ValueError(f"--init-from {folder}: {result} has no dev_metric to choose by")
+            raise ValueError(f"{flag} {folder}: {result} has no dev_metric to choose by")
         dev = float(df["dev_metric"].max())
         if best is None or dev > best_dev:
             best, best_dev = folder, (dev if not math.isnan(dev) else -math.inf)
     if best is None:
-        raise ValueError("--init-from needs at least one run folder")
+        raise ValueError(f"{flag} needs at least one run folder")
     return best
 
 
@@ -224,7 +228,8 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
                  out: str | Path, *, experiment: str = "adhoc", setting: str = "single", eval_batch_size: int = 32,
                  progress: bool = True, stop_after: int | None = None, head: str = "label",
                  epochs: float | None = None, init_from: list[str | Path] | None = None,
-                 record: dict | None = None, train_eval: int | None = None) -> pd.DataFrame:
+                 init_ist: tuple[list, list] | None = None, record: dict | None = None,
+                 train_eval: int | None = None) -> pd.DataFrame:
     """Train, select the best dev step, test it, and write θ, the curve and the result row.
 
     ``train_eval`` also scores the selected θ on at most that many training rows (the survey's
@@ -233,7 +238,7 @@ def train_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
     """
     setup = setup_stage0(data_dir, method, backbone_name, options, cfg, out, experiment=experiment,
                          setting=setting, eval_batch_size=eval_batch_size, head=head, epochs=epochs,
-                         init_from=init_from, record=record, train_eval=train_eval)
+                         init_from=init_from, init_ist=init_ist, record=record, train_eval=train_eval)
     outcome = run_loop(setup.objective, setup.stream, setup.cfg, setup.out,
                        tokens_per_batch=lambda b: b["attention_mask"].sum(), progress=progress,
                        stop_after=stop_after, desc=setup.desc)
@@ -288,16 +293,20 @@ def resolve_stage0(data_dir: str | Path, method: str, options: dict, cfg: LoopCo
 def setup_stage0(data_dir: str | Path, method: str, backbone_name: str, options: dict, cfg: LoopConfig,
                  out: str | Path, *, experiment: str = "adhoc", setting: str = "single", eval_batch_size: int = 32,
                  head: str = "label", epochs: float | None = None, init_from: list[str | Path] | None = None,
-                 record: dict | None = None, train_eval: int | None = None,
-                 shared: tuple | None = None) -> Stage0Setup:
+                 init_ist: tuple[list, list] | None = None, record: dict | None = None,
+                 train_eval: int | None = None, shared: tuple | None = None) -> Stage0Setup:
     """Load the data, the backbone (or take ``shared`` = (backbone, delta, backbone_parameters), one
-    backbone with the method installed that fused runs share) and build the objective and stream."""
+    backbone with the method installed that fused runs share) and build the objective and stream.
+    ``init_ist`` = (subspace fit folders, IST run folders): θ starts at the dev-best IST solution
+    decoded, and every entry trains (:func:`deltaspace.subspace.run.ist_solution`)."""
     started = time.perf_counter()
     out = Path(out)
     record = record or {}
     data, method, options, cfg = resolve_stage0(data_dir, method, options, cfg, head=head, epochs=epochs,
                                                 record=record)
     check_backbone_matches(data, backbone_name)
+    if init_from and init_ist:
+        raise ValueError("--init-from and --init-from-ist are two ways to start θ: give one")
     chosen = best_run(init_from) if init_from else None
     if shared is None:
         backbone = load_backbone(backbone_name, seed=cfg.seed, mlm_head=head in MLM_HEADS,
@@ -318,6 +327,14 @@ def setup_stage0(data_dir: str | Path, method: str, backbone_name: str, options:
     theta0, frozen = delta.init(cfg.seed), None
     if chosen is not None:
         theta0, frozen = seed_from_run(chosen, delta, theta0, backbone_name)
+    elif init_ist:
+        from ..subspace.run import ist_solution
+
+        decoded, chosen = ist_solution(*init_ist, method)
+        if decoded.shape != theta0.shape:
+            raise ValueError(f"--init-from-ist {chosen}: its decoded θ has {decoded.numel()} entries, {method}'s "
+                             f"θ {theta0.numel()}: the subspace was fitted for other method options")
+        theta0 = decoded.to(theta0.dtype)
     objective = ThetaObjective(delta, head_of_task, theta0, rows("dev"), data.metric, eval_batch_size,
                                frozen=frozen)
     stream = BatchStream(rows("train"), cfg.batch_size, cfg.seed, backbone.tokenizer.pad_token_id,
