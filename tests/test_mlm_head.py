@@ -67,6 +67,17 @@ def train(data, out, head, steps=12, method="lora", sets=("r=4",), backbone="tin
                  "--out", str(out), "--no-progress", "--head", head, "--steps", str(steps)])
 
 
+def soft_prompt_batch(data, backbone):
+    """A 3-token soft prompt on ``backbone`` with the template head, and 4 test rows as its batch."""
+    bb = load_backbone(backbone, mlm_head=True)
+    delta = build_delta("prompt", bb, n=3)
+    manifest = json.loads((data / "manifest.json").read_text())
+    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
+                     max_length=64)
+    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
+    return bb, delta, head, collate(rows, bb.tokenizer.pad_token_id, bb.kind)
+
+
 def test_glue_prompts_are_table4():
     registry = load_registry()
     for name in SURVEY_GLUE:
@@ -169,13 +180,7 @@ def test_soft_prompt_slots_are_skipped_when_finding_the_mask(tmp_path, toy_regis
     curve = pd.read_parquet(out / "curve.parquet")
     assert curve.loss.notna().all() and curve.loss.iloc[-1] < curve.loss.iloc[0]
 
-    bb = load_backbone("tiny-bert", mlm_head=True)
-    delta = build_delta("prompt", bb, n=3)
-    manifest = json.loads((data / "manifest.json").read_text())
-    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
-                     max_length=64)
-    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
-    batch = collate(rows, bb.tokenizer.pad_token_id, "encoder")
+    bb, delta, head, batch = soft_prompt_batch(data, "tiny-bert")
     theta = delta.init(0)
     with delta.bound(theta):
         logits = head.logits(batch)
@@ -260,13 +265,7 @@ def test_t5_puts_the_sentinel_where_the_mask_was(tmp_path, toy_registry):
 
 def test_t5_scores_the_label_words_as_the_decoders_first_token_after_the_sentinel(tmp_path, toy_registry):
     data = prepare("toy-sentiment", tmp_path, toy_registry, backbone="tiny-t5")
-    manifest = json.loads((data / "manifest.json").read_text())
-    bb = load_backbone("tiny-t5", mlm_head=True)
-    delta = build_delta("prompt", bb, n=3)
-    head = make_head(bb, delta, manifest["verbalizers"], head="mlm-template", prompt=manifest["prompt"],
-                     max_length=64)
-    rows = head.encode_rows(pd.read_parquet(data / "test.parquet").to_dict("records")[:4])
-    batch = collate(rows, bb.tokenizer.pad_token_id, "seq2seq")
+    bb, delta, head, batch = soft_prompt_batch(data, "tiny-t5")
     theta = delta.init(0)
     with delta.bound(theta):
         logits = head.logits(batch)
