@@ -31,6 +31,19 @@ from deltaspace.method_names import METHOD_NAMES
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
 INSTANCE_KEYS = ("method", "record")
 MODES_NEEDING_STAGE0 = ("joint", "msf")  # they decompose the training tasks' stage-0 solutions
+#: IPT's modes (its stages are MSF and IST) and the methods each builds a subspace of: MSF's prompt
+#: auto-encoder, and the random baselines of Figure 4, Random_prompt (MSF's decoder untrained) and
+#: Random_all-param (a random Fastfood subspace of every backbone weight).
+IPT_MODES = {"msf": ("prompt",), "random": ("prompt", "finetune")}
+
+
+def optimize_stage(mode: str, source: str, target: str) -> str:
+    """The ``stage`` of an optimize-subspace result row: IST in IPT's subspaces, else unified-dt's
+    optimize (the source method's own vector) or transfer (a vector read by another method).
+    IPT(Adapter)'s subspace is the shared mode's form, so its rows are ``optimize``."""
+    if source != target:
+        return "transfer"
+    return "ist" if mode in IPT_MODES else "optimize"
 LANDSCAPE_METHODS = ("adapter", "prefix", "lora")  # the three solutions of unified-dt Figure 2
 TASKS_DIR = Path("config/tasks")
 TABLE_SPECS_DIR = Path("src/deltaspace/tables/specs")

@@ -7,7 +7,8 @@ from ..options import non_negative_float, positive_float, positive_int
 from ..train.commands import add_loop_arguments, loop_config
 from ..train.loop import Preempted
 from .runtime import DEFAULT_PER_TASK_CAP, TASK_MIXES
-from .stages import IPT_MODES, MODES
+from ..plan import IPT_MODES
+from .stages import MODES
 
 
 def _preemptible(command: str, run) -> int:

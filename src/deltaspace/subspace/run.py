@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..io import write_parquet
+from ..plan import optimize_stage
 from ..provenance import provenance
 from ..train.batching import BatchStream, TaskData, load_task_data, split_rows
 from ..train.loop import LoopConfig, run_loop
@@ -17,7 +18,7 @@ from ..train.stage0 import check_backbone_matches, load_theta
 from .runtime import DEFAULT_PER_TASK_CAP, best_stage0, build_runtimes, default_task_mix, task_streams
 from .fastfood import FastfoodProjection
 from .projectors import RandomPromptSubspace
-from .stages import IPT_MODES, FitObjective, IntrinsicObjective
+from .stages import FitObjective, IntrinsicObjective
 from .store import attach_theta0, load_subspace, save_subspace, save_vectors
 
 
@@ -211,10 +212,9 @@ def finish_optimize(s: OptimizeSetup, outcome, keep_checkpoint: bool = False) ->
     config = {"subspace": meta, "method": s.method, "task": task.name, "loop": asdict(cfg),
               "data_sha256": task.manifest.get("content_sha256")}
     rows, vectors = [], {}
-    ipt = meta["mode"] in IPT_MODES
     for target, (dev, step, vector) in objective.best.items():
         vectors[target] = vector
-        stage = ("ist" if ipt else "optimize") if target == s.method else "transfer"
+        stage = optimize_stage(meta["mode"], s.method, target)
         rows.append(_row({**s.base, "subspace_mode": meta["mode"], "backbone": meta["backbone"], "seed": cfg.seed,
                           "lr": cfg.lr, "steps": cfg.steps, "d_intrinsic": meta["y"]},
                          config, s.started, stage=stage, task=task.name,
@@ -256,17 +256,19 @@ def ist_solution(subspace: list[str | Path], runs: list[str | Path], method: str
     """θ = Proj_b(V*): ``method``'s intrinsic vector of the dev-best IST run among ``runs``, decoded by
     the subspace they optimized in (the best fit of ``subspace``); IPT's two-stage prompt tuning
     starts from it (ipt notes §1.4; A17: the dev-selected V, not the last)."""
+    from safetensors.torch import load_file
+
     from ..train.stage0 import best_run
 
     chosen = best_run(runs, vector=True)
-    vectors = best_intrinsic([chosen])
+    vectors = load_file(str(chosen / "intrinsic.safetensors"))
     if method not in vectors:
         raise ValueError(f"--init-from-ist {chosen}: it optimized {sorted(vectors)}, not {method!r}")
-    decoders, meta = load_subspace(best_subspace(subspace))
+    decoders, _ = load_subspace(best_subspace(subspace))
     if method not in decoders:
         raise ValueError(f"--ist-subspace: its decoders are {sorted(decoders)}, not {method!r}")
     with torch.no_grad():
-        return decoders[method](vectors[method][0]).detach(), chosen
+        return decoders[method](vectors[method]).detach(), chosen
 
 
 def landscape(subspace: str | Path | list, intrinsic: list[str], data_dir: str | Path, out: str | Path, *, lo: float,

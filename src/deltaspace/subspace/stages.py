@@ -21,10 +21,6 @@ from .projectors import (IntrinsicVector, JointDecomposition, PromptAutoEncoder,
 from .runtime import MethodRuntime
 
 MODES = ("joint", "shared", "msf", "random")
-#: IPT's modes (its stages are MSF and IST) and the methods each builds a subspace of: MSF's prompt
-#: auto-encoder, and the random baselines of Figure 4, Random_prompt (MSF's decoder untrained) and
-#: Random_all-param (a random Fastfood subspace of every backbone weight).
-IPT_MODES = {"msf": ("prompt",), "random": ("prompt", "finetune")}
 
 
 def shared_projections(runtimes: dict[str, MethodRuntime], y: int, seed: int) -> dict[str, nn.Module]:

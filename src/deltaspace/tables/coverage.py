@@ -28,6 +28,7 @@ import yaml
 
 from ..io import atomic_write
 from ..options import record_value
+from ..plan import Plan, optimize_stage, parse_run
 from .compile import compile_table
 from .spec import AVG, TableSpec, load_specs
 
@@ -53,7 +54,6 @@ def planned_rows(plan) -> pd.DataFrame:
     tuned method's row plus one transfer row per other decoder), zero-shot task transfer and memory
     measurements. Landscapes and the synthetic study write no rows the paper tables read.
     """
-    from deltaspace.plan import parse_run
 
     scores = {**{c: PLACEHOLDER for c in VALUE_COLUMNS}, "head_size": 0.0}
     rows: list[dict[str, Any]] = []
@@ -87,9 +87,8 @@ def planned_rows(plan) -> pd.DataFrame:
     for wc in plan.optimize_wildcards():
         s = plan.settings[wc.setting]
         lr, bs, seed = parse_run(wc.run)
-        prompt_mode = s["mode"] in ("msf", "random")
         for target in s["methods"]:
-            stage = ("ist" if prompt_mode else "optimize") if target == wc.method else "transfer"
+            stage = optimize_stage(s["mode"], wc.method, target)
             rows.append({"experiment": plan.experiment, "stage": stage, "setting": wc.setting, "subset": wc.subset,
                          "task": wc.task, "method": wc.method, "source_method": wc.method, "target_method": target,
                          "backbone": plan.backbone, "seed": seed, "lr": lr, "batch_size": bs,
@@ -125,8 +124,6 @@ class Planned:
 
 
 def load_configs(root: str | Path = ".", patterns: tuple[str, ...] = PAPER_CONFIGS) -> list[Planned]:
-    from deltaspace.plan import Plan
-
     root = Path(root)
     out = []
     for path in sorted(p for pattern in patterns for p in glob.glob(str(root / pattern))):
