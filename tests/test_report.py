@@ -459,3 +459,28 @@ def test_study_groups_only_where_their_tables_exist(tmp_path):
     assert not {"Convergence", "Task-level transferability", "Memory"} & set(groups)
     assert "Synthetic MPC study" in groups  # its plot is a result file, not a table
     assert not report.provenance.problems
+
+
+def test_decomposition_figures_draw_all_avg_against_rank_with_sem_bars(tmp_path):
+    """Figures 4-5 come from Tables II-IV: All Avg. per method against r, the SEM over seeds as bars."""
+    from deltaspace.report import plots
+
+    spec = load_specs()["decomposition-table2"]
+    results = tmp_path / "results"
+    for task in (c.key for c in spec.columns):
+        for method, rank, base in (("lora", 2, 80.0), ("lora", 4, 82.0), ("dora", 2, 81.0), ("finetune", None, 85.0)):
+            for seed in (1, 2, 3):
+                _job(results / task / method / f"r{rank}" / str(seed),
+                     [_row("decomposition", "stage0", task, method, 80.0, base + seed, seed=seed,
+                           backbone="roberta-base", **({"rank": rank} if rank else {}))])
+    write_table(compile_table(spec, load_results(str(results / "**" / "result.parquet"))), tmp_path / "tables")
+    report = gather(results, tmp_path / "tables")
+    group = _section_groups(report, "decomposition")["Average score vs rank, with error bars"]
+    assert [f.title for f in group.figures] == [spec.title] and not group.notes
+    assert "standard error over seeds (SEM)" in group.figures[0].caption
+    # 8 tasks, each seeds 81, 82, 83 for LoRA r = 2: mean 82, SEM 1/sqrt(3) per task, 1/sqrt(3)/sqrt(8) in All Avg.
+    assert '<td class="o">82.00 ± 0.58</td>' in _table_block(render(report), "decomposition-table2")
+    assert '<td class="o">82.00 ± 0.20</td>' in _table_block(render(report), "decomposition-table2")
+    empty = pd.DataFrame({"series": ["LoRA"], "x": ["r = 2"], "value": [np.nan], "spread": [np.nan],
+                          "paper": [80.0]})
+    assert plots.group_lines(empty, [("p", ["LoRA"])], "t", "rank", "avg") is None

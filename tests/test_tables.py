@@ -114,6 +114,11 @@ def test_spec_with_unknown_key_names_file_and_key(tmp_path):
     (("rows: [{key: t1}]", "rows: [{key: t1}, {key: t1}]"), "duplicate rows keys: t1"),
     (("columns: [{key: adapter}]", "columns: [{key: adapter}]\n    published: {t1: {adapter: 1.0}}\n"
                                    "    published_avg_inconsistent: [[t1, adapter]]"), "not an Avg cell"),
+    (("kind: absolute", "kind: absolute\n    figure: lines\n    figure_panels: {a: [t1]}"),
+     "figure_panels only applies to figure: group_lines"),
+    (("kind: absolute", "kind: absolute\n    figure: group_lines"), "needs avg_column: true and explicit rows with a group"),
+    (("rows: [{key: t1}]", "rows: [{key: t1, group: r2}]\n    avg_column: true\n    figure: group_lines\n"
+                           "    figure_panels: {a: [t1, LoRA]}"), r"figure_panels\.a: \['LoRA'\] are not row labels"),
 ])
 def test_spec_semantic_errors_are_reported(tmp_path, change, message):
     path = _write_spec(tmp_path, DEMO_SPEC.replace(*change))
@@ -272,6 +277,31 @@ def test_seed_mean_statistic_and_rank_rows():
     assert table.ours.loc["lora-r2", "glue-rte"] == pytest.approx(74.0)
     assert math.isnan(table.ours.loc["lora-r4", "glue-rte"])
     assert math.isnan(table.ours.loc["lora-r2", AVG])
+
+
+def decomposition_runs(task: str, method: str, rank: int, tests: list[float], **extra) -> list[dict]:
+    return [run(task, method, 80, test, experiment="decomposition", backbone="roberta-base", rank=rank, seed=s,
+                **extra) for s, test in enumerate(tests)]
+
+
+def test_seed_sem_is_the_standard_error_and_adds_in_quadrature_in_all_avg():
+    """Decomposition Figures 4-5: the SEM over the 5 seeds of the setting best on mean dev; the All
+    Avg.'s SEM is that of a mean of independent task means, sqrt(sum SEM^2) / n, not the mean SEM."""
+    tasks = {t: [70.0 + i, 72.0 + 2 * i, 71.0, 75.0 - i, 73.0 + 3 * i]
+             for i, t in enumerate(c.key for c in SPECS["decomposition-table2"].columns)}
+    results = frame(*[r for t, tests in tasks.items() for r in decomposition_runs(t, "lora", 2, tests)],
+                    # a worse-on-dev learning rate: its wide spread must not count
+                    *[{**r, "dev_metric": 10.0} for r in decomposition_runs("glue-rte", "lora", 2, [0, 100, 0, 100, 0],
+                                                                            lr=1e-2)])
+    table = compile_table(SPECS["decomposition-table2"], results)
+    sems = {t: pd.Series(v).std(ddof=1) / math.sqrt(5) for t, v in tasks.items()}
+    assert table.spread.loc["lora-r2", "glue-rte"] == pytest.approx(sems["glue-rte"])
+    assert table.ours.loc["lora-r2", "glue-rte"] == pytest.approx(pd.Series(tasks["glue-rte"]).mean())
+    assert table.spread.loc["lora-r2", AVG] == pytest.approx(math.sqrt(sum(s * s for s in sems.values())) / len(sems))
+    assert table.spread.loc["lora-r2", AVG] < sum(sems.values()) / len(sems)
+    assert math.isnan(table.spread.loc["lora-r4", AVG])
+    one_seed = compile_table(SPECS["decomposition-table2"], frame(*decomposition_runs("glue-rte", "lora", 2, [70.0])))
+    assert one_seed.ours.loc["lora-r2", "glue-rte"] == 70.0 and math.isnan(one_seed.spread.loc["lora-r2", "glue-rte"])
 
 
 def test_auto_rows_follow_the_results():

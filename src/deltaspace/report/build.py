@@ -603,7 +603,7 @@ def _attach_figures(sections: list[PaperSection], tables: list[TableView], inven
         ]
         # groups of the survey and decomposition studies: only where their tables or files exist
         section.groups += [g for g in (_convergence_group(section, inventory), _transfer_group(section),
-                                       _memory_group(section),
+                                       _memory_group(section), _group_lines_group(section),
                                        _synthetic_group(section, inventory, in_section, known_experiments))
                            if g is not None]
 
@@ -1021,6 +1021,32 @@ def _memory_group(section: PaperSection) -> FigureGroup | None:
         figure = plots.memory_lines(frame, table.title, f"peak memory ({unit})")
         if figure is None:
             group.notes.append(f"{table.id}: no measurements yet.")
+        else:
+            group.figures.append(figure)
+    return group
+
+
+SPREAD_LABELS = {"seed_std": "the sd over seeds", "seed_sem": "the standard error over seeds (SEM)"}
+
+
+def _group_lines_group(section: PaperSection) -> FigureGroup | None:
+    """Decomposition Figures 4-5: every table drawn as ``group_lines``, its Avg column (All Avg.)
+    against its row groups (the rank), with the ± spread (SEM over the 5 seeds) as error bars."""
+    tables = [t for t in section.tables if t.figure_kind == "group_lines" and t.spec is not None]
+    if not tables:
+        return None
+    group = FigureGroup("Average score vs rank, with error bars (decomposition Figures 4-5)")
+    for table in tables:
+        raw = table.raw if table.raw is not None else pd.DataFrame(columns=["row", "column", "part"])
+        avg = raw[(raw["part"] == "body") & (raw["column"] == "avg")]
+        groups = {r.key: r.group or "" for r in table.spec.rows}
+        frame = pd.DataFrame({"series": avg["row_label"].astype(str), "x": [groups.get(r, "") for r in avg["row"]],
+                              "value": avg["ours"], "spread": avg["ours_spread"], "paper": avg["paper"]})
+        panels = list((table.spec.figure_panels or {table.title: list(dict.fromkeys(frame["series"]))}).items())
+        figure = plots.group_lines(frame, panels, table.title, table.group_header or "group",
+                                   table.spec.avg_label, SPREAD_LABELS.get(table.spec.spread or "", "no spread"))
+        if figure is None:
+            group.notes.append(f"{table.id}: no averages yet (every row needs all of its columns).")
         else:
             group.figures.append(figure)
     return group

@@ -358,3 +358,54 @@ def memory_lines(frame: pd.DataFrame, title: str, ylabel: str) -> Figure | None:
     fig.tight_layout()
     caption = "One line per method; a missing point is a measurement not taken or out of memory (never 0)."
     return Figure(title, figure_uri(fig), caption)
+
+
+def group_lines(frame: pd.DataFrame, panels: Sequence[tuple[str, Sequence[str]]], title: str,
+                xlabel: str, ylabel: str, spread_label: str = "its spread") -> Figure | None:
+    """A table's Avg column against its row groups (decomposition Figures 4-5: the All Avg. of each
+    method against the rank), one line per row label with its ± spread as error bars, the paper's
+    numbers as hollow diamonds, one panel per ``(title, labels)`` of ``panels``.
+
+    ``frame``: ``series`` (the row label), ``x`` (the row group), ``value``, ``spread`` and
+    ``paper``. A series found in one group only (a rank-free method such as fully fine-tuning) is a
+    horizontal line across the panel, as the paper draws its FT line.
+    """
+    values = frame["value"].to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        return None
+    _theme()
+    points = frame.groupby("series", sort=False)["x"].nunique()
+    xs = list(dict.fromkeys(frame.loc[frame["series"].map(points) > 1, "x"].astype(str)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.0, 3.6), squeeze=False)
+    for ax, (panel, labels) in zip(axes[0], panels):
+        for label, colour in zip(labels, sns.color_palette("colorblind", len(labels))):  # colours per panel
+            line = frame[frame["series"] == label]
+            if line.empty:
+                continue
+            if points.get(label, 0) == 1:
+                row = line.iloc[0]
+                if _finite(row["value"]):
+                    ax.axhline(row["value"], color=colour, linestyle="--", linewidth=1.2, label=label)
+                if _finite(row["paper"]):
+                    ax.axhline(row["paper"], color=colour, linestyle=":", linewidth=1.0)
+                continue
+            pos = np.array([xs.index(str(x)) for x in line["x"]], dtype=float)
+            y, err, paper = (line[c].to_numpy(dtype=float) for c in ("value", "spread", "paper"))
+            shown = np.isfinite(y)
+            if shown.any():
+                ax.errorbar(pos[shown], y[shown], yerr=np.where(np.isfinite(err), err, 0.0)[shown], marker="o",
+                            color=colour, label=label, linewidth=1.6, capsize=3)
+            if np.isfinite(paper).any():
+                ax.scatter(pos[np.isfinite(paper)], paper[np.isfinite(paper)], marker="D", s=40, facecolors="none",
+                           edgecolors=[colour], linewidths=1.4, zorder=3)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel, fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, y=1.03, fontsize=10)
+    fig.tight_layout()
+    caption = (f"Ours: the mean with {spread_label} as the bar; hollow diamonds (and dotted lines): the "
+               "paper's printed numbers. A dashed line is a method without a rank. Missing points: runs not yet done.")
+    return Figure(title, figure_uri(fig), caption)

@@ -12,13 +12,13 @@ import glob
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
 from .cells import KINDS, Cell, build_cells, reference_on
 from .errors import ResultsError
-from .select import STATISTICS, filter_rows
+from .select import SPREAD_OF_AVERAGE, STATISTICS, filter_rows
 from .spec import AVG, Axis, TableSpec
 from .values import SOURCE_COLUMN, with_values
 
@@ -123,7 +123,7 @@ def compile_table(spec: TableSpec, results: pd.DataFrame) -> CompiledTable:
     body = [r.key for r in layout.rows]
     ours = _with_averages(spec, ours, body)
     if spread is not None:
-        spread = _with_averages(spec, spread, body)
+        spread = _with_averages(spec, spread, body, SPREAD_OF_AVERAGE[spec.spread])
     table = CompiledTable(spec, layout.rows, layout.columns, ours, _published_frame(spec.published, ours),
                           evaluator.notes, layout.footer, spread,
                           _published_frame(spec.published_spread, ours) if spec.spread else None)
@@ -222,13 +222,19 @@ class _Evaluator:
         return self._references[key]
 
 
-def _with_averages(spec: TableSpec, frame: pd.DataFrame, body: list[str]) -> pd.DataFrame:
+def _plain_mean(cells: pd.DataFrame) -> pd.Series:
+    return cells.mean(axis=1, skipna=False)
+
+
+def _with_averages(spec: TableSpec, frame: pd.DataFrame, body: list[str],
+                   average: Callable[[pd.DataFrame], pd.Series] = _plain_mean) -> pd.DataFrame:
     """Append the Avg column and row: plain means over the body (footer rows are not averaged and
-    get no Avg), missing if any of their cells is missing."""
+    get no Avg), missing if any of their cells is missing. A spread frame passes its ``average``:
+    how the spread of a mean follows from the spreads of its cells (one row per Avg cell)."""
     if spec.avg_column:
-        frame[AVG] = frame.loc[body].mean(axis=1, skipna=False).reindex(frame.index)
+        frame[AVG] = average(frame.loc[body]).reindex(frame.index)
     if spec.avg_row:
-        frame.loc[AVG] = frame.loc[body].mean(axis=0, skipna=False)
+        frame.loc[AVG] = average(frame.loc[body].T)
         order = body + [AVG] + [k for k in frame.index if k not in body and k != AVG]
         frame = frame.loc[order]
     return frame

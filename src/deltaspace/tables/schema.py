@@ -8,11 +8,14 @@ between selectors) are checked in :mod:`deltaspace.tables.spec`.
 
 from __future__ import annotations
 
+from .select import SPREAD_OF_AVERAGE
+from .select import STATISTICS as _STATISTIC_FUNCTIONS
+
 KINDS = ("absolute", "relative", "relative_optimization", "relative_transfer", "transfer_matrix", "task_transfer",
          "series", "task_mean")
-STATISTICS = ("best_on_dev", "seed_mean", "seed_std", "mean")
-SPREADS = ("seed_std",)
-FIGURES = ("heatmap", "lines", "curves")
+STATISTICS = tuple(_STATISTIC_FUNCTIONS)
+SPREADS = tuple(SPREAD_OF_AVERAGE)  # a spread must say how an Avg cell's spread follows
+FIGURES = ("heatmap", "lines", "curves", "group_lines")
 
 _SCALAR = {"type": ["string", "number", "boolean", "null"]}
 
@@ -66,6 +69,8 @@ _TABLE = {
         "spread": {"enum": list(SPREADS)},
         "value": _VALUE,
         "figure": {"enum": list(FIGURES)},
+        "figure_panels": {"type": "object", "minProperties": 1,
+                          "additionalProperties": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
         "measured": {"type": "boolean"},
         "decimals": {"type": "integer", "minimum": 0, "maximum": 4},
         "select": {"$ref": "#/$defs/selector"},

@@ -75,6 +75,13 @@ def seed_std(runs: pd.DataFrame, value: str = "test_metric") -> float:
     return math.nan if best is None else float(best[value].std(ddof=1))
 
 
+def seed_sem(runs: pd.DataFrame, value: str = "test_metric") -> float:
+    """Standard error of the seed mean, sd / sqrt(n), over the seeds of the best setting: the
+    decomposition paper's error bars ("SEM over five runs"). The same setting as ``seed_std``."""
+    best = _best_setting(runs, value, min_runs=2)
+    return math.nan if best is None else float(best[value].std(ddof=1) / math.sqrt(len(best)))
+
+
 def mean(runs: pd.DataFrame, value: str = "test_metric") -> float:
     """Plain mean of ``value`` over every run of the cell: no dev score takes part.
 
@@ -90,7 +97,26 @@ STATISTICS: dict[str, Callable[[pd.DataFrame, str], float]] = {
     "best_on_dev": best_on_dev,
     "seed_mean": seed_mean,
     "seed_std": seed_std,
+    "seed_sem": seed_sem,
     "mean": mean,
+}
+
+
+def _mean_spread(spreads: pd.DataFrame) -> pd.Series:
+    return spreads.mean(axis=1, skipna=False)
+
+
+def _sem_of_mean(sems: pd.DataFrame) -> pd.Series:
+    """SEM of a mean of n independent cell means: sqrt(sum of SEM^2) / n (each task's runs train
+    apart, so their errors add in quadrature; the mean of the SEMs would overstate the error)."""
+    return (sems ** 2).sum(axis=1, min_count=sems.shape[1]).pow(0.5) / sems.shape[1]
+
+
+#: How an Avg cell's spread follows from the spreads of the cells it averages (one row of a frame
+#: each): the survey prints the mean of its sds; the SEM of a mean adds in quadrature.
+SPREAD_OF_AVERAGE: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "seed_std": _mean_spread,
+    "seed_sem": _sem_of_mean,
 }
 
 

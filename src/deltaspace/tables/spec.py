@@ -67,8 +67,9 @@ class TableSpec:
     notes: str = ""
     statistic: str = "best_on_dev"
     value: Value = field(default_factory=lambda: parse_value(DEFAULT_VALUE, "default"))
-    spread: str | None = None  # a second statistic printed as "± spread" (seed_std)
-    figure: str | None = None  # how the report draws the table (heatmap | lines | curves)
+    spread: str | None = None  # a second statistic printed as "± spread" (seed_std, seed_sem)
+    figure: str | None = None  # how the report draws the table (heatmap | lines | curves | group_lines)
+    figure_panels: Mapping[str, tuple[str, ...]] | None = None  # group_lines: panel title -> row labels
     measured: bool = False  # values are physical measurements (memory): two runs agree only roughly
     decimals: int = 1
     select: Selector | None = None
@@ -205,6 +206,7 @@ def _build_table(path: Path, paper: str, entry: dict[str, Any]) -> TableSpec:
         value=parse_value(entry.get("value", DEFAULT_VALUE), where),
         spread=entry.get("spread"),
         figure=entry.get("figure"),
+        figure_panels={k: tuple(v) for k, v in entry["figure_panels"].items()} if "figure_panels" in entry else None,
         measured=entry.get("measured", False),
         decimals=entry.get("decimals", 1),
         select=entry.get("select"),
@@ -246,6 +248,24 @@ def _published(table: dict[Any, dict[Any, float | None]] | None) -> dict[str, di
     return {str(row): {str(col): value for col, value in cells.items()} for row, cells in table.items()}
 
 
+def _check_figure(spec: TableSpec) -> None:
+    """``group_lines`` draws the Avg column against the row groups: it needs both, and its panels
+    must name row labels the table has."""
+    if spec.figure_panels is not None and spec.figure != "group_lines":
+        raise TableSpecError(f"{spec.where}: figure_panels only applies to figure: group_lines")
+    if spec.figure != "group_lines":
+        return
+    if not spec.avg_column or spec.rows is None or not any(a.group for a in spec.rows):
+        raise TableSpecError(f"{spec.where}: figure group_lines draws the Avg column against the row groups; "
+                             f"it needs avg_column: true and explicit rows with a group")
+    labels = {a.label for a in spec.rows}
+    for panel, wanted in (spec.figure_panels or {}).items():
+        unknown = [label for label in wanted if label not in labels]
+        if unknown:
+            raise TableSpecError(f"{spec.where}: figure_panels.{panel}: {unknown} are not row labels of the table "
+                                 f"(labels: {', '.join(sorted(labels))})")
+
+
 def _check_cross_references(spec: TableSpec) -> None:
     """Keys must be unique and every published number must land on a row and column of the table."""
     if spec.row_groups is not None and spec.rows is not None:
@@ -255,6 +275,7 @@ def _check_cross_references(spec: TableSpec) -> None:
         raise TableSpecError(f"{spec.where}: row_axis only applies to rows: auto (explicit rows give a match)")
     if spec.column_axis is not None and spec.columns is not None:
         raise TableSpecError(f"{spec.where}: column_axis only applies to columns: auto")
+    _check_figure(spec)
     for name, axes in (("rows", (spec.rows or ()) + spec.footer_rows), ("columns", spec.columns)):
         keys = [a.key for a in axes or ()]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
