@@ -5,13 +5,15 @@ each separate run imports the library, loads the backbone, trains, evaluates on 
 writes its folder; the fused job does that once for the backbone and K times for the rest. The K
 runs differ in learning rate (an lr grid, the commonest stage-0 group); everything else is the
 quickstart's: MiniLM, LoRA r=8 on Q and V, the label head, the few-shot tweet-sentiment task
-(prepared here offline, as the quickstart prepares it).
+(prepared here offline, as the quickstart prepares it). With ``--mixed`` the runs cycle through the
+quickstart's second LoRA job's tasks instead, news articles (64 tokens) beside tweets (about 30):
+what the fused trainer's width buckets are for.
 
 The separate processes run one after another, each with the same threads as the fused process,
 so both sides get the same cores. Runs/hour = K / wall seconds * 3600; the ratio is fused over
 separate. The last line prints the ratio at K=8 and the last batch size (4, IPT's, by default).
 
-Usage: python benchmarks/fused_runs.py [--ks 1,2,4,8] [--batches 16,4] [--steps 20] [--quick]
+Usage: python benchmarks/fused_runs.py [--ks 1,2,4,8] [--batches 16,4] [--steps 20] [--quick] [--mixed]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 TASK = "qs-tweet-sentiment"
+MIXED = ("qs-bbc-topic", "qs-tweet-polarity", "qs-tweet-sentiment", "qs-tweet-subjectivity")
 LRS = [2e-3, 1e-3, 5e-4, 3e-3, 1.5e-3, 7e-4, 4e-3, 2.5e-3]  # one per run; K <= 8
 
 
@@ -36,10 +39,10 @@ def deltaspace(*args: str) -> list[str]:
     return [sys.executable, "-m", "deltaspace.cli", *args]
 
 
-def prepare(folder: Path, backbone: str) -> Path:
-    """The quickstart's few-shot split of the task (K=16 per class, data seed 100, 64 test rows)."""
-    out = folder / "data"
-    subprocess.run(deltaspace("prepare", "--task", TASK, "--seed", "100", "--backbone", backbone, "--out", str(out),
+def prepare(folder: Path, backbone: str, task: str) -> Path:
+    """The quickstart's few-shot split of a task (K=16 per class, data seed 100, 64 test rows)."""
+    out = folder / "data" / task
+    subprocess.run(deltaspace("prepare", "--task", task, "--seed", "100", "--backbone", backbone, "--out", str(out),
                               "--setting", "fewshot", "--max-test", "64", "--max-input-length", "64"),
                    check=True, capture_output=True)
     return out
@@ -60,13 +63,16 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(data: Path, work: Path, backbone: str, k: int, batch: int, steps: int) -> tuple[float, float]:
-    """Wall seconds of K separate processes (one after another) and of one fused process."""
+def measure(data: list[Path], work: Path, backbone: str, k: int, batch: int, steps: int) -> tuple[float, float]:
+    """Wall seconds of K separate processes (one after another) and of one fused process; run i
+    trains on ``data[i % len(data)]``."""
     tag = f"k{k}_b{batch}"
-    separate = sum(timed(deltaspace("train", *run_args(data, work / tag / f"sep{i}", backbone, LRS[i], batch, steps)))
+    separate = sum(timed(deltaspace("train", *run_args(data[i % len(data)], work / tag / f"sep{i}", backbone, LRS[i],
+                                                       batch, steps)))
                    for i in range(k))
     runs = [x for i in range(k)
-            for x in ("--run", shlex.join(run_args(data, work / tag / f"fused{i}", backbone, LRS[i], batch, steps)))]
+            for x in ("--run", shlex.join(run_args(data[i % len(data)], work / tag / f"fused{i}", backbone, LRS[i],
+                                                   batch, steps)))]
     fused = timed(deltaspace("train-fused", "--no-progress", *runs))
     return separate, fused
 
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batches", default="16,4", help="batch sizes; the last one is the headline's")
     parser.add_argument("--steps", type=int, default=20, help="training steps of every run")
     parser.add_argument("--quick", action="store_true", help="K in {1, 8} at batch 4, 10 steps (a smoke check)")
+    parser.add_argument("--mixed", action="store_true", help=f"runs cycle through {', '.join(MIXED)}")
     args = parser.parse_args()
     ks, batches, steps = [int(k) for k in args.ks.split(",")], [int(b) for b in args.batches.split(",")], args.steps
     if args.quick:
@@ -88,13 +95,14 @@ def main() -> None:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    print(f"backbone {args.backbone}, LoRA r=8, task {TASK}, {steps} steps a run, {device}, "
+    tasks = MIXED if args.mixed else (TASK,)
+    print(f"backbone {args.backbone}, LoRA r=8, task(s) {', '.join(tasks)}, {steps} steps a run, {device}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'batch':>5} {'K':>3} {'separate s':>11} {'fused s':>8} {'sep runs/h':>11} {'fused runs/h':>13} {'ratio':>6}")
     ratio = None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = prepare(work, args.backbone)
+        data = [prepare(work, args.backbone, task) for task in tasks]
         for batch in batches:
             for k in ks:
                 separate, fused = measure(data, work, args.backbone, k, batch, steps)

@@ -60,8 +60,10 @@ def tiny_options():
 WORDS = {"positive": ["great", "lovely", "superb", "fine", "good"], "negative": ["awful", "bad", "dull", "poor", "ugly"]}
 
 
-def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "toy-sentiment", shift: int = 0) -> Path:
-    """A prepared toy sentiment task in the documented folder format (docs/contracts.md)."""
+def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "toy-sentiment", shift: int = 0,
+                   filler: int = 0) -> Path:
+    """A prepared toy sentiment task in the documented folder format (docs/contracts.md); ``filler``
+    words after each review make its rows that much longer."""
     from deltaspace.backbones import load_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def write_prepared(folder: Path, backbone: str, n_train: int = 16, task: str = "
         for i in range(n):
             label = i % 2
             word = WORDS[verbalizers[label]][(i // 2 + shift) % 5]
-            text = f"the film was {word}"
+            text = f"the film was {word}" + " and then" * filler
             rows.append({"idx": i, "input": text, "target": verbalizers[label], "references": [verbalizers[label]],
                          "label": label, "input_ids": tok(text)["input_ids"],
                          "target_ids": tok(verbalizers[label])["input_ids"] if seq2seq else []})

@@ -58,7 +58,18 @@ def _key_bias_mask(backbone, method, sets, extra, size) -> torch.Tensor:
 
 
 def _tasks(tmp_path, backbone):
-    return [write_prepared(tmp_path / f"data{i}", backbone, n_train=12, task=f"toy{i}", shift=i) for i in range(2)]
+    """Two toy tasks, the second's rows three times as long: their runs take separate forwards
+    (width_buckets), as tweets and news articles do in the quickstart."""
+    return [write_prepared(tmp_path / f"data{i}", backbone, n_train=12, task=f"toy{i}", shift=i, filler=6 * i)
+            for i in range(2)]
+
+
+def test_runs_of_about_one_width_share_a_forward():
+    from deltaspace.train.fused import width_buckets
+
+    assert width_buckets([30, 64, 45, 64, 60]) == [[1, 3, 4], [2], [0]]  # 60 >= 0.8 * 64 > 45; 30 < 0.8 * 45
+    assert width_buckets([20, 24, 21]) == [[1, 2, 0]]  # widest first
+    assert width_buckets([]) == []
 
 
 CASES = [  # (backbone, method, options, extra train arguments)

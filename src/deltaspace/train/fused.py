@@ -16,8 +16,8 @@ computed per group and handed to attention as one prefix per row. Methods whose 
 backbone weights (fine-tuning, last-layer, selective) cannot share a backbone: they run alone
 (the job trains them one after another, each as ``deltaspace train`` would).
 
-Rows of different runs are padded to one width (right padding, masked), so results equal separate
-runs' within float tolerance when dropout is off. With dropout on (the backbone in train mode, as
+Rows of runs of about one width are padded to it (right padding, masked) and share one forward
+(:func:`width_buckets`), so results equal separate runs' within float tolerance when dropout is off. With dropout on (the backbone in train mode, as
 every stage trains), the fused batch draws its dropout masks at once: fused runs are deterministic
 and resume exactly, but their masks are not the ones a separate run draws.
 """
@@ -253,18 +253,55 @@ def _encode(binding: GroupedBinding, groups: list[dict], pad_id: int, **extra):
     return delta.backbone.model(**inputs, **extra), torch.cat(ids), torch.cat(masks), width
 
 
-def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor], batches: list[dict]) -> list:
-    """Each run's task loss (plus its method's penalty) from one forward over all runs' rows."""
-    from ..heads import CausalLMHead, LabelHead, RowHead, Seq2SeqHead
+#: A run joins a forward whose rows are padded to width W while its own rows are at least this
+#: share of W wide; narrower runs get a forward of their own. On CPU a step costs its padded
+#: tokens, and the quickstart mixes tweets (about 30 tokens) with news articles (64): one width for
+#: all made every tweet row cost 64. Two or three forwards instead of one cost little on a CPU; a GPU
+#: still gets every run of one width in one batch.
+MIN_WIDTH_SHARE = 0.8
 
-    delta = binding.delta
-    backbone = delta.backbone
-    backbone.model.train()
-    pad_id = backbone.tokenizer.pad_token_id
+
+def width_buckets(widths: list[int], min_share: float | None = None) -> list[list[int]]:
+    """The runs (indices into ``widths``) that share one forward: widest first, a new forward for
+    the first run narrower than ``min_share`` (default :data:`MIN_WIDTH_SHARE`; 0: one forward for
+    all) of the current one's widest."""
+    min_share = MIN_WIDTH_SHARE if min_share is None else min_share
+    buckets: list[list[int]] = []
+    for i in sorted(range(len(widths)), key=lambda i: (-widths[i], i)):
+        if not buckets or widths[i] < min_share * widths[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
+
+
+def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor], batches: list[dict]) -> list:
+    """Each run's task loss (plus its method's penalty): one forward over the rows of every run of
+    about the same width (:func:`width_buckets`), so short rows are not padded to the longest."""
     kinds = {type(h) for h in heads}
     if len(kinds) != 1:
         raise FusionError(f"fused runs need one head kind, got {sorted(k.__name__ for k in kinds)}")
-    kind = kinds.pop()
+    losses: list = [None] * len(batches)
+    for bucket in width_buckets([b["input_ids"].shape[1] for b in batches]):
+        part = _bucket_losses(binding, [heads[i] for i in bucket], [thetas[i] for i in bucket],
+                              [batches[i] for i in bucket])
+        for i, loss in zip(bucket, part):
+            losses[i] = loss
+    binding.check_touched()
+    for i, theta in enumerate(thetas):
+        penalty = binding.delta.penalty(theta)
+        if penalty is not None:
+            losses[i] = losses[i] + penalty
+    return losses
+
+
+def _bucket_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor], batches: list[dict]) -> list:
+    """The task losses of runs whose rows share one forward (padded to one width)."""
+    from ..heads import CausalLMHead, LabelHead, RowHead, Seq2SeqHead
+
+    backbone = binding.delta.backbone
+    backbone.model.train()
+    pad_id = backbone.tokenizer.pad_token_id
+    kind = type(heads[0])
     losses = []
     if kind is LabelHead:
         groups = []
@@ -322,11 +359,6 @@ def fused_losses(binding: GroupedBinding, heads: list, thetas: list[torch.Tensor
             start += n
     else:
         raise FusionError(f"head {kind.__name__} cannot be fused")
-    binding.check_touched()
-    for i, theta in enumerate(thetas):
-        penalty = delta.penalty(theta)
-        if penalty is not None:
-            losses[i] = losses[i] + penalty
     return losses
 
 
