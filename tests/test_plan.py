@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltaspace.plan import ConfigError, Plan, _flat
+from deltaspace.plan import ConfigError, Plan, _flat, schema_errors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +117,23 @@ def test_fused_jobs_write_the_files_of_the_runs_they_replace():
     assert groups[0].command.count(" --run ") == 3
     assert all(f"--run {shlex.quote(j.command.removeprefix('deltaspace train '))}" in groups[0].command
                for j in plain if j.rule == "train_delta" and j.wildcards.method == "adapter")
+
+
+def test_top_level_fuse_overrides_every_stage():
+    """`--config fuse=1` plans the quickstart unfused (its side-by-side twin); `fuse: K` fuses the smoke."""
+    quickstart = load("config/config.yaml")
+    fused = Plan(quickstart, REPO).jobs()
+    assert {"train_fused", "optimize_fused"} <= {j.rule for j in fused}
+    alone = Plan({**quickstart, "fuse": 1}, REPO).jobs()
+    assert not {"train_fused", "optimize_fused"} & {j.rule for j in alone}
+    stage0_off = dict(quickstart, stage0={**quickstart["stage0"], "fuse": 1},
+                      settings={n: {**s, "optimize": {**s["optimize"], "fuse": 1}} for n, s in quickstart["settings"].items()})
+    assert [j.command for j in alone] == [j.command for j in Plan(stage0_off, REPO).jobs()]
+    smoke = load("config/smoke.yaml")
+    assert "train_fused" not in {j.rule for j in Plan(smoke, REPO).jobs()}
+    assert {"train_fused", "optimize_fused"} <= {j.rule for j in Plan({**smoke, "fuse": 8}, REPO).jobs()}
+    assert not schema_errors({**smoke, "fuse": 8})
+    assert [e.split(":")[0].strip() for e in schema_errors({**smoke, "fuse": 0})] == ["fuse"]
 
 
 def test_fused_groups_are_even_and_skip_runs_that_cannot_share_a_backbone():
