@@ -18,7 +18,7 @@ import pandas as pd
 
 from .cells import KINDS, Cell, build_cells, reference_on
 from .errors import ResultsError
-from .select import SPREAD_OF_AVERAGE, STATISTICS, filter_rows
+from .select import SPREAD_OF_AVERAGE, STATISTICS, filter_rows, mean_of_cells
 from .spec import AVG, Axis, TableSpec
 from .values import SOURCE_COLUMN, with_values
 
@@ -222,12 +222,8 @@ class _Evaluator:
         return self._references[key]
 
 
-def _plain_mean(cells: pd.DataFrame) -> pd.Series:
-    return cells.mean(axis=1, skipna=False)
-
-
 def _with_averages(spec: TableSpec, frame: pd.DataFrame, body: list[str],
-                   average: Callable[[pd.DataFrame], pd.Series] = _plain_mean) -> pd.DataFrame:
+                   average: Callable[[pd.DataFrame], pd.Series] = mean_of_cells) -> pd.DataFrame:
     """Append the Avg column and row: plain means over the body (footer rows are not averaged and
     get no Avg), missing if any of their cells is missing. A spread frame passes its ``average``:
     how the spread of a mean follows from the spreads of its cells (one row per Avg cell)."""

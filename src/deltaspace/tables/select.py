@@ -102,8 +102,9 @@ STATISTICS: dict[str, Callable[[pd.DataFrame, str], float]] = {
 }
 
 
-def _mean_spread(spreads: pd.DataFrame) -> pd.Series:
-    return spreads.mean(axis=1, skipna=False)
+def mean_of_cells(cells: pd.DataFrame) -> pd.Series:
+    """Per row of ``cells``, the mean of its cells; missing if any is: an Avg cell of the table."""
+    return cells.mean(axis=1, skipna=False)
 
 
 def _sem_of_mean(sems: pd.DataFrame) -> pd.Series:
@@ -115,7 +116,7 @@ def _sem_of_mean(sems: pd.DataFrame) -> pd.Series:
 #: How an Avg cell's spread follows from the spreads of the cells it averages (one row of a frame
 #: each): the survey prints the mean of its sds; the SEM of a mean adds in quadrature.
 SPREAD_OF_AVERAGE: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    "seed_std": _mean_spread,
+    "seed_std": mean_of_cells,
     "seed_sem": _sem_of_mean,
 }
 
