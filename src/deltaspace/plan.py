@@ -35,15 +35,6 @@ MODES_NEEDING_STAGE0 = ("joint", "msf")  # they decompose the training tasks' st
 #: auto-encoder, and the random baselines of Figure 4, Random_prompt (MSF's decoder untrained) and
 #: Random_all-param (a random Fastfood subspace of every backbone weight).
 IPT_MODES = {"msf": ("prompt",), "random": ("prompt", "finetune")}
-
-
-def optimize_stage(mode: str, source: str, target: str) -> str:
-    """The ``stage`` of an optimize-subspace result row: IST in IPT's subspaces, else unified-dt's
-    optimize (the source method's own vector) or transfer (a vector read by another method).
-    IPT(Adapter)'s subspace is the shared mode's form, so its rows are ``optimize``."""
-    if source != target:
-        return "transfer"
-    return "ist" if mode in IPT_MODES else "optimize"
 LANDSCAPE_METHODS = ("adapter", "prefix", "lora")  # the three solutions of unified-dt Figure 2
 TASKS_DIR = Path("config/tasks")
 TABLE_SPECS_DIR = Path("src/deltaspace/tables/specs")
@@ -91,6 +82,15 @@ RUN_PATTERN = r"lr[0-9.eE+-]+(?:_bs[0-9]+)?_seed[0-9]+"
 RUN_RE = re.compile(r"^lr(?P<lr>[0-9.eE+-]+?)(?:_bs(?P<bs>[0-9]+))?_seed(?P<seed>[0-9]+)$")
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 METHOD_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"  # a method instance may be a composite, a+b
+
+
+def optimize_stage(mode: str, source: str, target: str) -> str:
+    """The ``stage`` of an optimize-subspace result row: IST in IPT's subspaces, else unified-dt's
+    optimize (the source method's own vector) or transfer (a vector read by another method).
+    IPT(Adapter)'s subspace is the shared mode's form, so its rows are ``optimize``."""
+    if source != target:
+        return "transfer"
+    return "ist" if mode in IPT_MODES else "optimize"
 
 
 @dataclass(frozen=True)
