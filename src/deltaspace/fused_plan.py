@@ -85,7 +85,7 @@ def fuse_k(plan, rule: str, wc) -> int:
     """The config's K for one run: a top-level ``fuse`` (``--config fuse=1`` runs every run alone,
     for a side-by-side with the fused results), else stage0.fuse or its setting's optimize.fuse."""
     if plan.config.get("fuse") is not None:
-        return int(plan.config["fuse"]) if rule in BY_RULE else 1
+        return int(plan.config["fuse"])
     if rule == STAGE0.rule:
         return stage0_fuse(plan.config)
     return plan.settings[wc.setting]["optimize"]["fuse"] if rule == OPTIMIZE.rule else 1
