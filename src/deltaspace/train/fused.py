@@ -17,9 +17,10 @@ backbone weights (fine-tuning, last-layer, selective) cannot share a backbone: t
 (the job trains them one after another, each as ``deltaspace train`` would).
 
 Rows of runs of about one width are padded to it (right padding, masked) and share one forward
-(:func:`width_buckets`), so results equal separate runs' within float tolerance when dropout is off. With dropout on (the backbone in train mode, as
-every stage trains), the fused batch draws its dropout masks at once: fused runs are deterministic
-and resume exactly, but their masks are not the ones a separate run draws.
+(:func:`width_buckets`), so results equal separate runs' within float tolerance when dropout is
+off. With dropout on (the backbone in train mode, as every stage trains), the fused batch draws its
+dropout masks at once: fused runs are deterministic and resume exactly, but their masks are not the
+ones a separate run draws.
 """
 
 from __future__ import annotations
@@ -261,11 +262,9 @@ def _encode(binding: GroupedBinding, groups: list[dict], pad_id: int, **extra):
 MIN_WIDTH_SHARE = 0.8
 
 
-def width_buckets(widths: list[int], min_share: float | None = None) -> list[list[int]]:
+def width_buckets(widths: list[int], min_share: float = MIN_WIDTH_SHARE) -> list[list[int]]:
     """The runs (indices into ``widths``) that share one forward: widest first, a new forward for
-    the first run narrower than ``min_share`` (default :data:`MIN_WIDTH_SHARE`; 0: one forward for
-    all) of the current one's widest."""
-    min_share = MIN_WIDTH_SHARE if min_share is None else min_share
+    the first run narrower than ``min_share`` of the current one's widest (0: one forward for all)."""
     buckets: list[list[int]] = []
     for i in sorted(range(len(widths)), key=lambda i: (-widths[i], i)):
         if not buckets or widths[i] < min_share * widths[buckets[-1][0]]:
