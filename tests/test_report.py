@@ -479,8 +479,9 @@ def test_decomposition_figures_draw_all_avg_against_rank_with_sem_bars(tmp_path)
     assert [f.title for f in group.figures] == [spec.title] and not group.notes
     assert "standard error over seeds (SEM)" in group.figures[0].caption
     # 8 tasks, each seeds 81, 82, 83 for LoRA r = 2: mean 82, SEM 1/sqrt(3) per task, 1/sqrt(3)/sqrt(8) in All Avg.
-    assert '<td class="o">82.00 ± 0.58</td>' in _table_block(render(report), "decomposition-table2")
-    assert '<td class="o">82.00 ± 0.20</td>' in _table_block(render(report), "decomposition-table2")
+    table = _table_block(render(report), "decomposition-table2")
+    assert '<td class="o">82.00 ± 0.58</td>' in table
+    assert '<td class="o">82.00 ± 0.20</td>' in table
     empty = pd.DataFrame({"series": ["LoRA"], "x": ["r = 2"], "value": [np.nan], "spread": [np.nan],
                           "paper": [80.0]})
     assert plots.group_lines(empty, [("p", ["LoRA"])], "t", "rank", "avg") is None
