@@ -4,6 +4,7 @@ of measured peak memory (spec `measured: true`) only to 5%."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "compare_tables.py"
 def compare():
     spec = importlib.util.spec_from_file_location("compare_tables", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -42,3 +44,14 @@ def test_tolerance_follows_the_spec(compare, tmp_path, name, other, agree):
     a = write_run(tmp_path / "a", name, 561.14453125)
     b = write_run(tmp_path / "b", name, other)
     assert (compare.main([str(a), str(b)]) == 0) is agree
+
+
+def test_atol_accepts_runs_apart_by_noise_and_reports_how_far(compare, tmp_path, capsys):
+    """A fused config against its unfused twin differs by dropout noise: --atol X accepts numbers X
+    apart, rejects more, and each table that is not identical says how far apart its numbers are."""
+    a = write_run(tmp_path / "a", "quickstart-methods.csv", 87.5)
+    b = write_run(tmp_path / "b", "quickstart-methods.csv", 86.0)
+    assert compare.main([str(a), str(b)]) == 1
+    assert compare.main(["--atol", "2", str(a), str(b)]) == 0
+    assert "1 of 1 numeric cells differ, mean |diff| 1.5, max 1.5" in capsys.readouterr().out
+    assert compare.main(["--atol", "1", str(a), str(b)]) == 1
