@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,27 +47,23 @@ def tables(run: Path) -> dict[str, Path]:
     return {str(p.relative_to(run)): p for p in sorted(set(run.glob("results/**/tables/**/*.csv")))}
 
 
-@dataclass
-class Comparison:
-    """Two CSVs compared: why they differ beyond tolerance (empty when they agree) and the absolute
-    differences of the numeric cells both hold."""
-    problems: list[str] = field(default_factory=list)
-    gaps: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def spread(self) -> str:
-        if not len(self.gaps):
-            return "no numeric cells"
-        return (f"{int((self.gaps > 0).sum())} of {len(self.gaps)} numeric cells differ, "
-                f"mean |diff| {self.gaps.mean():.3g}, max {self.gaps.max():.3g}")
+def spread(gaps: np.ndarray) -> str:
+    """How far apart the numbers are, given their absolute differences."""
+    if not len(gaps):
+        return "no numeric cells"
+    return (f"{int((gaps > 0).sum())} of {len(gaps)} numeric cells differ, "
+            f"mean |diff| {gaps.mean():.3g}, max {gaps.max():.3g}")
 
 
-def compare_frames(a: Path, b: Path, rtol: float = RTOL, atol: float = ATOL) -> Comparison:
+def compare_frames(a: Path, b: Path, rtol: float = RTOL, atol: float = ATOL) -> tuple[list[str], np.ndarray]:
+    """Why two CSVs differ beyond tolerance (empty when they agree), and the absolute differences
+    of the numeric cells both hold."""
     da, db = pd.read_csv(a), pd.read_csv(b)
     if list(da.columns) != list(db.columns):
-        return Comparison([f"columns differ: {list(da.columns)} vs {list(db.columns)}"])
+        return [f"columns differ: {list(da.columns)} vs {list(db.columns)}"], np.zeros(0)
     if da.shape != db.shape:
-        return Comparison([f"shape differs: {da.shape} vs {db.shape}"])
-    result, gaps = Comparison(), []
+        return [f"shape differs: {da.shape} vs {db.shape}"], np.zeros(0)
+    problems, gaps = [], [np.zeros(0)]
     for col in da.columns:
         x, y = da[col], db[col]
         if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
@@ -79,11 +74,10 @@ def compare_frames(a: Path, b: Path, rtol: float = RTOL, atol: float = ATOL) -> 
         else:
             bad = (x.astype("string").fillna("<NA>") != y.astype("string").fillna("<NA>")).to_numpy()
         for row in np.flatnonzero(bad)[:5]:
-            result.problems.append(f"row {row}, column {col!r}: {x.iloc[row]} vs {y.iloc[row]}")
+            problems.append(f"row {row}, column {col!r}: {x.iloc[row]} vs {y.iloc[row]}")
         if bad.sum() > 5:
-            result.problems.append(f"... {int(bad.sum()) - 5} more in column {col!r}")
-    result.gaps = np.concatenate(gaps) if gaps else result.gaps
-    return result
+            problems.append(f"... {int(bad.sum()) - 5} more in column {col!r}")
+    return problems, np.concatenate(gaps)
 
 
 def main(argv: list[str]) -> int:
@@ -112,21 +106,21 @@ def main(argv: list[str]) -> int:
             continue
         is_measured = spec_id(ta[name]) in measured
         rtol, atol = (MEASURED_RTOL, ATOL) if is_measured else (RTOL, args.atol)
-        found = compare_frames(ta[name], tb[name], rtol, atol)
+        problems, table_gaps = compare_frames(ta[name], tb[name], rtol, atol)
         if not is_measured and not name.endswith(".vs_paper.csv"):  # a vs_paper table repeats ours
-            gaps.append(found.gaps)
-        if found.problems:
+            gaps.append(table_gaps)
+        if problems:
             failed = True
-            print(f"DIFFERENT  {name} ({found.spread()})")
-            for p in found.problems:
+            print(f"DIFFERENT  {name} ({spread(table_gaps)})")
+            for p in problems:
                 print(f"    {p}")
         else:
             close += 1
-            print(f"CLOSE      {name} (equal within rtol={rtol:g}, atol={atol:g}, not byte-identical; {found.spread()})")
+            print(f"CLOSE      {name} (equal within rtol={rtol:g}, atol={atol:g}, not byte-identical; {spread(table_gaps)})")
     print(f"tables: {identical} byte-identical, {close} equal within tolerance, "
           f"{len(ta.keys() ^ tb.keys())} in one run only, of {len(ta.keys() | tb.keys())}")
     if gaps:
-        print(f"tables neither identical nor measured: {Comparison(gaps=np.concatenate(gaps)).spread()}")
+        print(f"tables neither identical nor measured: {spread(np.concatenate(gaps))}")
     return 1 if failed else 0
 
 
