@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .train.loop import precision
+
 _PACKAGES = ("deltaspace", "torch", "transformers", "peft", "datasets", "pandas", "pyarrow")
 
 
@@ -55,4 +57,5 @@ def provenance(config: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
     """
     return {"config_hash": config_hash(config), "config": json.dumps(config, sort_keys=True, default=str),
             "git_commit": git_commit(), "versions": package_versions(), "device": device_name(),
+            "precision": precision(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_seconds": wall_seconds}

@@ -6,7 +6,7 @@ import torch
 
 from ..deltas import Delta
 from .batching import eval_batches
-from .loop import device
+from .loop import autocast, device
 
 
 @torch.no_grad()
@@ -18,7 +18,8 @@ def predict_rows(delta: Delta, head, theta: torch.Tensor, rows: list[dict], batc
     pad_id = backbone.tokenizer.pad_token_id
     predictions = []
     for batch in eval_batches(rows, batch_size, pad_id, backbone.kind):
-        predictions += head.predict({k: v.to(device()) for k, v in batch.items()})
+        with autocast():
+            predictions += head.predict({k: v.to(device()) for k, v in batch.items()})
     return predictions
 
 

@@ -31,7 +31,7 @@ from .evaluate import evaluate_rows
 from .loop import LoopConfig, device, run_loop
 
 #: Result columns ``--record`` may not override: they say what ran, on which code, when.
-PROTECTED_COLUMNS = ("config_hash", "config", "git_commit", "versions", "device", "created_at", "wall_seconds")
+PROTECTED_COLUMNS = ("config_hash", "config", "git_commit", "versions", "device", "precision", "created_at", "wall_seconds")
 
 
 class ThetaObjective:
