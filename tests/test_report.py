@@ -238,12 +238,14 @@ def test_stage_times_count_each_job_once():
     rows = pd.DataFrame([
         {"_job": "a", "stage": "optimize", "wall_seconds": 100.0, "device": "NVIDIA A100"},
         {"_job": "a", "stage": "transfer", "wall_seconds": 100.0, "device": "NVIDIA A100"},
-        {"_job": "b", "stage": "stage0", "wall_seconds": 7200.0, "device": "cpu"},
+        {"_job": "b", "stage": "stage0", "wall_seconds": 7200.0, "device": "cpu", "precision": "bf16"},
         {"_job": "c", "stage": "stage0", "wall_seconds": 3600.0, "device": "NVIDIA A100"},
     ])
     times = {s.stage: s for s in stage_times(rows)}
     assert set(times) == {"stage0", "optimize+transfer", "total"}
     assert (times["stage0"].jobs, times["stage0"].wall, times["stage0"].gpu_hours) == (2, "3.00 h", "1.00")
+    # each device with the precision its rows record; rows from before the column, the device alone
+    assert times["stage0"].devices == "cpu bf16 (1), NVIDIA A100 (1)"
     assert (times["optimize+transfer"].jobs, times["optimize+transfer"].rows) == (1, 2)
     assert times["total"].gpu_hours == f"{3700 / 3600:.2f}"
 

@@ -1142,7 +1142,7 @@ def stage_times(rows: pd.DataFrame) -> list[StageTime]:
     for _, part in rows.groupby("_job", sort=True):
         stages = "+".join(sorted(part["stage"].dropna().astype(str).unique())) if "stage" in part.columns else ""
         wall = part["wall_seconds"].max() if "wall_seconds" in part.columns else math.nan
-        devices = sorted(part["device"].dropna().astype(str).unique()) if "device" in part.columns else []
+        devices = device_labels(part)
         gpu = any(d and not d.lower().startswith("cpu") for d in devices)
         jobs.append({"stage": stages or "(no stage)", "rows": len(part), "wall": wall, "gpu": gpu,
                      "devices": devices})
@@ -1154,6 +1154,18 @@ def stage_times(rows: pd.DataFrame) -> list[StageTime]:
     out.sort(key=lambda s: (order.get(s.stage, 50), s.stage))
     out.append(_stage_time("total", frame))
     return out
+
+
+def device_labels(rows: pd.DataFrame) -> list[str]:
+    """The devices the rows ran on, each with the precision it computed in where the rows record
+    one ("cpu bf16"; rows written before the ``precision`` column say the device alone)."""
+    if "device" not in rows.columns:
+        return []
+    rows = rows.dropna(subset=["device"])
+    labels = rows["device"].astype(str)
+    if "precision" in rows.columns:
+        labels = labels.where(rows["precision"].isna(), labels + " " + rows["precision"].astype(str))
+    return sorted(labels.unique())
 
 
 def _stage_time(stage: str, part: pd.DataFrame) -> StageTime:
