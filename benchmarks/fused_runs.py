@@ -13,7 +13,12 @@ The separate processes run one after another, each with the same threads as the 
 so both sides get the same cores. Runs/hour = K / wall seconds * 3600; the ratio is fused over
 separate. The last line prints the ratio at K=8 and the last batch size (4, IPT's, by default).
 
+``--width-ablation`` measures the width buckets themselves: one fused job of K mixed runs, in this
+process, with the buckets and with every run padded to one width, alternating ``--repeats`` times;
+it prints the best of each and their ratio.
+
 Usage: python benchmarks/fused_runs.py [--ks 1,2,4,8] [--batches 16,4] [--steps 20] [--quick] [--mixed]
+       python benchmarks/fused_runs.py --width-ablation [--ks 4] [--batches 16] [--steps 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -77,6 +82,31 @@ def measure(data: list[Path], work: Path, backbone: str, k: int, batch: int, ste
     return separate, fused
 
 
+def width_ablation(data: list[Path], work: Path, backbone: str, k: int, batch: int, steps: int,
+                   repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` wall seconds of one fused job of K mixed-width runs with the trainer's width
+    buckets and with one forward padded to the widest run (``min_share=0``), in this process,
+    alternating so that both see the same machine; each includes the backbone load."""
+    from functools import partial
+
+    from deltaspace.train import fused
+
+    bucketed = fused.width_buckets
+    times: dict[str, list[float]] = {"buckets": [], "one-width": []}
+    for r in range(repeats):
+        for name, buckets in (("buckets", bucketed), ("one-width", partial(bucketed, min_share=0.0))):
+            runs = [run_args(data[i % len(data)], work / f"width{r}" / name / f"run{i}", backbone, LRS[i], batch, steps)
+                    for i in range(k)]
+            fused.width_buckets = buckets
+            try:
+                start = time.perf_counter()
+                fused.train_fused(runs, progress=False)
+                times[name].append(time.perf_counter() - start)
+            finally:
+                fused.width_buckets = bucketed
+    return min(times["buckets"]), min(times["one-width"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="minilm")
@@ -85,6 +115,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps of every run")
     parser.add_argument("--quick", action="store_true", help="K in {1, 8} at batch 4, 10 steps (a smoke check)")
     parser.add_argument("--mixed", action="store_true", help=f"runs cycle through {', '.join(MIXED)}")
+    parser.add_argument("--width-ablation", action="store_true",
+                        help="instead: one fused job of the largest K mixed runs at the first batch size, with width "
+                             "buckets and with one width for all, in this process")
+    parser.add_argument("--repeats", type=int, default=3, help="--width-ablation: alternations, best of")
     args = parser.parse_args()
     ks, batches, steps = [int(k) for k in args.ks.split(",")], [int(b) for b in args.batches.split(",")], args.steps
     if args.quick:
@@ -94,15 +128,25 @@ def main() -> None:
 
     import torch
 
+    from deltaspace.train.loop import precision
+
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    tasks = MIXED if args.mixed else (TASK,)
+    tasks = MIXED if args.mixed or args.width_ablation else (TASK,)
     print(f"backbone {args.backbone}, LoRA r=8, task(s) {', '.join(tasks)}, {steps} steps a run, {device}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'batch':>5} {'K':>3} {'separate s':>11} {'fused s':>8} {'sep runs/h':>11} {'fused runs/h':>13} {'ratio':>6}")
+          f"{precision()}, torch threads {torch.get_num_threads()}")
     ratio = None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = [prepare(work, args.backbone, task) for task in tasks]
+        if args.width_ablation:
+            k, batch = max(ks), batches[0]
+            bucketed, one_width = width_ablation(data, work, args.backbone, k, batch, steps, args.repeats)
+            print(f"K={k} batch {batch}, best of {args.repeats}: width buckets {bucketed:.1f} s, "
+                  f"one width {one_width:.1f} s")
+            print(f"one width / width buckets wall time: {one_width / bucketed:.2f}x")
+            return
+        print(f"{'batch':>5} {'K':>3} {'separate s':>11} {'fused s':>8} {'sep runs/h':>11} {'fused runs/h':>13} "
+              f"{'ratio':>6}")
         for batch in batches:
             for k in ks:
                 separate, fused = measure(data, work, args.backbone, k, batch, steps)
