@@ -84,3 +84,10 @@ def test_bf16_runs_record_it_resume_exactly_fuse_and_stay_near_fp32(tmp_path, mo
     # drifts apart elementwise on a random backbone, but the loss it reaches does not
     assert losses[1].tolist() == pytest.approx(losses[0].tolist(), rel=0.05)
 
+
+
+def test_jobs_that_never_autocast_record_fp32(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTASPACE_PRECISION", "bf16")
+    assert main(["synthetic-mpc", "--out", str(tmp_path), "--ranks", "2", "--seeds", "1", "--n", "8", "--m", "8",
+                 "--steps", "5", "--lrs", "0.01", "--methods", "lora", "--experiment", "quickstart"]) == 0
+    assert set(pd.read_parquet(tmp_path / "result.parquet").precision) == {"fp32"}

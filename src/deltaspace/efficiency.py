@@ -306,7 +306,7 @@ def efficiency(backbone: str, method: str, options: dict, batch_sizes: list[int]
                                        "backbone_parameters": "Int64"})
     for key, value in (record or {}).items():
         frame[key] = value
-    for key, value in provenance(config, time.perf_counter() - started).items():
+    for key, value in provenance(config, time.perf_counter() - started, precision="fp32").items():  # no autocast
         frame[key] = value
     write_parquet(frame, Path(out) / "result.parquet")
     return frame

@@ -371,7 +371,7 @@ def run_and_write(cfg: StudyConfig, out: str | Path, experiment: str = "decompos
     frame = run_study(cfg, progress=progress)
     config = {"study": STAGE, "experiment": experiment,
               **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
-    prov = provenance(config, time.perf_counter() - started)
+    prov = provenance(config, time.perf_counter() - started, precision="fp32")  # matrices alone, no autocast
     result = result_rows(frame, cfg, experiment)
     for key, value in prov.items():
         result[key] = value
