@@ -128,7 +128,7 @@ def main() -> None:
 
     import torch
 
-    from deltaspace.train.loop import precision
+    from deltaspace.precision import precision
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     tasks = MIXED if args.mixed or args.width_ablation else (TASK,)

@@ -11,8 +11,8 @@ import torch
 from conftest import write_prepared
 
 from deltaspace.cli import main
-from deltaspace.train import loop
-from deltaspace.train.loop import precision
+from deltaspace import precision as module
+from deltaspace.precision import precision
 
 
 def test_precision_follows_the_variable_else_the_hardware(monkeypatch):
@@ -22,7 +22,7 @@ def test_precision_follows_the_variable_else_the_hardware(monkeypatch):
     for unset in ("auto", ""):
         monkeypatch.setenv("DELTASPACE_PRECISION", unset)
         for native, expected in ((True, "bf16"), (False, "fp32")):
-            monkeypatch.setattr(loop, "native_bf16", lambda native=native: native)
+            monkeypatch.setattr(module, "native_bf16", lambda native=native: native)
             assert precision() == expected
     monkeypatch.setenv("DELTASPACE_PRECISION", "fp16")
     with pytest.raises(ValueError, match=r"DELTASPACE_PRECISION='fp16': expected one of auto, bf16, fp32"):
@@ -91,3 +91,15 @@ def test_jobs_that_never_autocast_record_fp32(tmp_path, monkeypatch):
     assert main(["synthetic-mpc", "--out", str(tmp_path), "--ranks", "2", "--seeds", "1", "--n", "8", "--m", "8",
                  "--steps", "5", "--lrs", "0.01", "--methods", "lora", "--experiment", "quickstart"]) == 0
     assert set(pd.read_parquet(tmp_path / "result.parquet").precision) == {"fp32"}
+
+
+def test_a_bad_value_fails_the_plan_before_any_job_starts(monkeypatch):
+    from pathlib import Path
+
+    from deltaspace import preflight
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("DELTASPACE_PRECISION", "half")
+    report = preflight.preflight(repo / "config/smoke.yaml", repo)
+    assert report.problems == [f"{repo / 'config/smoke.yaml'}: config error at DELTASPACE_PRECISION (environment): "
+                               "DELTASPACE_PRECISION='half': expected one of auto, bf16, fp32"]

@@ -27,6 +27,7 @@ import yaml
 
 from deltaspace.fused_plan import BY_FUSED_RULE, fuse_jobs, fuse_k, fuse_key
 from deltaspace.method_names import METHOD_NAMES
+from deltaspace.precision import VARIABLE as PRECISION_VARIABLE, precision_choice
 
 # Keys of a `methods:` entry that configure the workflow, not the delta (every other key is an option).
 INSTANCE_KEYS = ("method", "record")
@@ -282,6 +283,10 @@ class Plan:
     """
 
     def __init__(self, config: dict, root: str | Path = "."):
+        try:  # every job reads it; a bad value fails here, before any job starts
+            precision_choice()
+        except ValueError as err:
+            raise ConfigError(f"{PRECISION_VARIABLE} (environment)", str(err)) from None
         self.config = config
         self.root = Path(root)
         self.tasks, self.aliases, self.papers = load_registry_names(self.root / TASKS_DIR)

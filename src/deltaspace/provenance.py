@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .train.loop import precision as forward_precision
+from .precision import precision as forward_precision
 
 _PACKAGES = ("deltaspace", "torch", "transformers", "peft", "datasets", "pandas", "pyarrow")
 
@@ -55,7 +55,7 @@ def provenance(config: dict[str, Any], wall_seconds: float, precision: str | Non
     ``created_at`` and ``wall_seconds`` differ between runs by nature; every other column is a
     function of the configuration and the installed code, so reruns compare equal on them.
     ``precision``: what the job's forwards computed in, where that is not the process's
-    (:func:`deltaspace.train.loop.precision`): ``"fp32"`` for the jobs that never autocast.
+    (:func:`deltaspace.precision.precision`): ``"fp32"`` for the jobs that never autocast.
     """
     return {"config_hash": config_hash(config), "config": json.dumps(config, sort_keys=True, default=str),
             "git_commit": git_commit(), "versions": package_versions(), "device": device_name(),

@@ -14,7 +14,6 @@ uninterrupted one would.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write
+from ..precision import precision
 
 
 @dataclass
@@ -106,34 +106,6 @@ class LoopOutcome:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def precision() -> str:
-    """The precision every forward of this process computes in: ``"bf16"`` or ``"fp32"``.
-
-    ``DELTASPACE_PRECISION`` chooses: ``bf16`` (autocast: matrix products in bfloat16, θ, optimizer
-    state and losses in fp32), ``fp32``, or ``auto`` (the default): bf16 where the device multiplies
-    bf16 natively, a CUDA GPU with bf16 or a CPU with AVX512-BF16 or AMX, else fp32. Natively, bf16
-    halves the cost of a MiniLM forward+backward on one CPU core (benchmarks/README.md); emulated,
-    it is slower than fp32, which is why ``auto`` asks the hardware. Every result row records the
-    precision it ran in (:func:`deltaspace.provenance.provenance`).
-    """
-    choice = os.environ.get("DELTASPACE_PRECISION", "auto") or "auto"
-    if choice not in PRECISIONS:
-        raise ValueError(f"DELTASPACE_PRECISION={choice!r}: expected one of {', '.join(PRECISIONS)}")
-    if choice == "auto":
-        return "bf16" if native_bf16() else "fp32"
-    return choice
-
-
-def native_bf16() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's CPUID probes
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def autocast():
