@@ -132,3 +132,10 @@ def adam_losses(delta, head, batch, theta, lr: float, steps: int) -> list[float]
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def run_theta(out: Path) -> torch.Tensor:
+    """The θ a run folder holds (the θ half of :func:`deltaspace.train.stage0.load_theta`)."""
+    from deltaspace.train.stage0 import load_theta
+
+    return load_theta(out)[0]

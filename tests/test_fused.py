@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_prepared
+from conftest import write_prepared, run_theta as _theta
 
 from deltaspace.cli import main
 from deltaspace.train.fused import RUN_ARGS
@@ -27,12 +27,6 @@ def run_args(data, out, *, backbone="tiny-bert", method="lora", lr=0.05, steps=6
     for s in sets:
         args += ["--set", s]
     return args
-
-
-def _theta(out):
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "theta.safetensors"))["theta"]
 
 
 def _key_bias_mask(backbone, method, sets, extra, size) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_prepared
+from conftest import write_prepared, run_theta as _theta
 
 from deltaspace.cli import main
 from deltaspace import precision as module
@@ -54,12 +54,6 @@ def _args(data, out, extra=()):
     return ["--data", str(data), "--method", "lora", "--backbone", "tiny-bert", "--lr", "0.05", "--steps", "12",
             "--batch-size", "4", "--eval-every", "4", "--checkpoint-every", "4", "--seed", "7", "--out", str(out),
             "--no-progress", "--set", "r=4", *extra]
-
-
-def _theta(out):
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "theta.safetensors"))["theta"]
 
 
 def test_bf16_runs_record_it_resume_exactly_fuse_and_stay_near_fp32(tmp_path, monkeypatch):

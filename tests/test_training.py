@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ConstantStream, write_prepared
+from conftest import ConstantStream, write_prepared, run_theta as _theta
 
 from deltaspace.cli import main
 from deltaspace.train.loop import LoopConfig, TrainingDiverged, run_loop
@@ -23,12 +23,6 @@ def train_args(data, out, backbone="tiny-bert", method="lora", steps=12, extra=(
 
 
 STABLE = ["task", "method", "seed", "lr", "best_step", "dev_metric", "test_metric", "size", "config_hash"]
-
-
-def _theta(out):
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "theta.safetensors"))["theta"]
 
 
 @pytest.fixture
